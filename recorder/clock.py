@@ -111,3 +111,17 @@ class SimulatedWallClock:
     def at(self, mono_ns: int) -> TimeSample:
         quality, error, since = self._source.quality()
         return TimeSample(mono_ns, mono_ns + self._offset, quality, error, since)
+
+
+class MonotonicTime:
+    """The real monotonic clock, with the same face as ``sim.clock.SimTime``."""
+
+    realtime = True
+
+    def now_ns(self) -> int:
+        return time.monotonic_ns()
+
+    def sleep_until(self, t_ns: int) -> None:
+        delay = (t_ns - time.monotonic_ns()) / 1e9
+        if delay > 0:
+            time.sleep(delay)

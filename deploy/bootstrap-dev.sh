@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# Sets a fresh Debian machine up for the simulator and the tests: Debian packages,
+# a virtual environment with the locked Python packages, the project itself.
+# Idempotent and quick when nothing changed. Used by ./run-sim and ./run-tests.
+set -euo pipefail
+
+repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+venv="$repo/.venv"
+apt_packages=(ffmpeg chrony espeak-ng sox shellcheck iproute2 tesseract-ocr tesseract-ocr-eng python3-venv)
+
+missing=()
+for pkg in "${apt_packages[@]}"; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  echo "bootstrap: installing Debian packages: ${missing[*]}" >&2
+  sudo_cmd=()
+  [ "$(id -u)" -eq 0 ] || sudo_cmd=(sudo)
+  "${sudo_cmd[@]}" apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive "${sudo_cmd[@]}" apt-get install -y -qq --no-install-recommends "${missing[@]}" >&2
+fi
+lock="$repo/requirements.lock"
+stamp="$venv/.bootstrap-stamp"
+want="$(sha256sum "$lock" "$repo/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
+  echo "bootstrap: preparing $venv" >&2
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$lock" >&2
+  "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$repo" >&2
+  echo "$want" > "$stamp"
+fi

@@ -1,0 +1,163 @@
+"""The capture loop: camera and microphone in, recordings out, until told to stop.
+
+It owns what happens *between* recordings: a camera that stalls ends the
+current recording (closed segments stay sealed) and a new one starts when
+frames return; a storage failure stops cleanly. Each such event is reported
+through ``on_event`` so the device service can journal it and tell the
+officer.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+import threading
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Protocol
+
+from recorder.clock import WallClock
+from recorder.encode import AudioSettings, VideoSettings
+from recorder.recording import Recording, RecordingStats
+from recorder.segment_info import SegmentInfo, SegmentSink
+from recorder.segmenter import StorageError
+from recorder.stamp import Stamper
+from recorder.timeline import Placement
+
+log = logging.getLogger(__name__)
+
+
+class Timebase(Protocol):
+    def now_ns(self) -> int: ...
+    def sleep_until(self, t_ns: int) -> None: ...
+
+
+@dataclass(frozen=True)
+class PipelineSettings:
+    video: VideoSettings = VideoSettings()
+    audio: AudioSettings = AudioSettings()
+    segment_seconds: int = 10
+    device_id: str = "BWC-0000"
+    officer_id: str = "000000"
+    timezone: str = "UTC"
+    stall_timeout_s: float = 1.0   # no frame for this long ends the recording (camera-stall)
+    max_bridge_s: float = 0.5      # shorter camera gaps are bridged by repeating frames
+    mic_timeout_s: float = 2.0     # no sound for this long is reported and filled with silence
+    audio_latency_s: float = 0.1   # how long to wait for the last sound at stop
+
+
+@dataclass
+class RecordingResult:
+    recording_id: str
+    cause: str                       # why it ended: stop, camera-stall, storage-error
+    segments: list[SegmentInfo] = field(default_factory=list)
+    stats: RecordingStats = field(default_factory=RecordingStats)
+
+
+def new_recording_id(wall_ns: int) -> str:
+    t = dt.datetime.fromtimestamp(wall_ns / 1e9, dt.timezone.utc)
+    return f"{t:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+
+
+class Pipeline:
+    def __init__(self, settings: PipelineSettings, camera, microphone, timebase: Timebase,
+                 wall_clock: WallClock, out_dir: Path, sink: SegmentSink | None = None,
+                 position: Callable[[], str | None] | None = None,
+                 on_event: Callable[[str, dict], None] | None = None,
+                 stop: threading.Event | None = None) -> None:
+        self.s = settings
+        self.camera, self.mic, self.time = camera, microphone, timebase
+        self.wall_clock, self.out_dir, self.sink = wall_clock, Path(out_dir), sink
+        self.position = position
+        self.on_event = on_event or (lambda kind, payload: None)
+        self.stop_event = stop or threading.Event()
+        v = settings.video
+        self.stamper = Stamper(v.width, v.height, settings.device_id, settings.officer_id,
+                               settings.timezone)
+        self.results: list[RecordingResult] = []
+        self.heartbeat = 0  # frames processed; a watchdog can watch it move
+
+    def _start(self, t0_ns: int) -> Recording:
+        rid = new_recording_id(self.wall_clock.at(t0_ns).wall_ns)
+        rec = Recording(self.out_dir / rid, rid, self.s.video, self.s.audio, self.s.segment_seconds,
+                        t0_ns, self.stamper, self.wall_clock, self.sink, self.position,
+                        self.s.max_bridge_s, self.s.mic_timeout_s)
+        self.results.append(RecordingResult(rid, "recording"))
+        log.info("recording %s started in %s", rid, self.out_dir / rid)
+        self.on_event("recording-start", {"recording": rid})
+        return rec
+
+    def _end(self, rec: Recording, cause: str) -> None:
+        result = self.results[-1]
+        result.cause = cause
+        result.stats = rec.stats
+        result.segments = rec.close()
+        log.info("recording %s ended (%s): %d segments, %d frames", rec.id, cause,
+                 len(result.segments), rec.stats.frames)
+        self.on_event("recording-stop", {"recording": rec.id, "cause": cause,
+                                         "segments": len(result.segments)})
+
+    def run(self, duration_s: float | None = None) -> list[RecordingResult]:
+        """Record until ``stop`` is set or ``duration_s`` seconds after the first frame.
+
+        A stall inside that span does not extend it: the run ends at the same
+        instant, with the stall visible as two recordings."""
+        self.mic.start()
+        self.camera.start()
+        end_ns = None
+        if duration_s is not None:
+            half_frame = 500_000_000 // self.s.video.fps
+            end_ns = self.time.now_ns() + int(duration_s * 1e9) - half_frame
+        rec: Recording | None = None
+        try:
+            while not self.stop_event.is_set():
+                frame = self.camera.read(self.s.stall_timeout_s)
+                if frame is None:
+                    if rec is not None:
+                        self._camera_stalled(rec)
+                        rec = None
+                    if end_ns is not None and self.time.now_ns() >= end_ns:
+                        break
+                    continue
+                if end_ns is not None and frame.mono_ns >= end_ns:
+                    break
+                if rec is None:
+                    rec = self._start(frame.mono_ns)
+                elif rec.add_frame(frame.data, frame.mono_ns) is Placement.STALL:
+                    self._camera_stalled(rec)
+                    rec = self._start(frame.mono_ns)
+                if rec.vt.next_slot == 0:
+                    rec.add_frame(frame.data, frame.mono_ns)
+                for block in self.mic.drain():
+                    rec.add_audio(block.samples, block.mono_ns)
+                rec.check_microphone()
+                self.heartbeat += 1
+            if rec is not None:
+                self._finish_audio(rec)
+                self._end(rec, "stop")
+        except StorageError as exc:
+            log.error("storage failed: %s; recording stopped, closed segments are intact", exc)
+            self.on_event("storage-error", {"error": str(exc)})
+            if rec is not None:
+                self.results[-1].cause = "storage-error"
+                self.results[-1].stats = rec.stats
+                self.results[-1].segments = list(rec.segmenter.closed)
+                rec.abort()
+            raise
+        finally:
+            self.camera.stop()
+            self.mic.stop()
+        return self.results
+
+    def _finish_audio(self, rec: Recording) -> None:
+        """Wait for the sound under the last frame to be captured, then take it."""
+        end = rec.vt.slot_time_ns(rec.vt.next_slot) + int(self.s.audio_latency_s * 1e9)
+        self.time.sleep_until(end)
+        for block in self.mic.drain():
+            rec.add_audio(block.samples, block.mono_ns)
+
+    def _camera_stalled(self, rec: Recording) -> None:
+        log.error("camera stalled: no frame for %.1f s; recording %s closed, "
+                  "a new one starts when frames return", self.s.stall_timeout_s, rec.id)
+        self.on_event("camera-stall", {"recording": rec.id})
+        self._end(rec, "camera-stall")

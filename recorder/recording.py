@@ -1,0 +1,145 @@
+"""One continuous recording: captured frames and sound in, sealed segments out.
+
+A recording never has a hole: every slot of its constant-rate timeline holds
+a frame and every sample position holds sound. What the camera or microphone
+failed to deliver is bridged (a repeated frame, silence), counted, and written
+into the segment's record, so nothing is inserted unseen. Gaps too long to
+bridge end the recording instead; the next one starts fresh.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from recorder.clock import WallClock
+from recorder.encode import AacEncoder, AudioSettings, H264Encoder, VideoSettings
+from recorder.segment_info import SegmentInfo, SegmentSink
+from recorder.segmenter import Segmenter, StreamFormat
+from recorder.stamp import Stamper
+from recorder.timeline import AudioTimeline, Placement, VideoTimeline
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class RecordingStats:
+    frames: int = 0
+    frames_repeated: int = 0
+    frames_dropped: int = 0
+    samples: int = 0
+    silence_samples: int = 0
+
+
+class Recording:
+    def __init__(self, directory: Path, recording_id: str, video: VideoSettings,
+                 audio: AudioSettings, segment_seconds: int, t0_ns: int,
+                 stamper: Stamper, wall_clock: WallClock, sink: SegmentSink | None = None,
+                 position: Callable[[], str | None] | None = None,
+                 max_bridge_s: float = 0.5, mic_timeout_s: float = 2.0) -> None:
+        self.id = recording_id
+        self.video, self.audio = video, audio
+        self.venc = H264Encoder(video)
+        self.aenc = AacEncoder(audio)
+        fmt = StreamFormat(video.width, video.height, video.fps, audio.sample_rate,
+                           self.venc.extradata, self.aenc.extradata)
+        self.segmenter = Segmenter(directory, recording_id, fmt, video.fps * segment_seconds, sink)
+        self.vt = VideoTimeline(video.fps, t0_ns, max_bridge_s)
+        self.at = AudioTimeline(audio.sample_rate, t0_ns)
+        self.stamper, self.wall_clock, self.position = stamper, wall_clock, position or (lambda: None)
+        self.mic_timeout = int(mic_timeout_s * audio.sample_rate)
+        self.mic_silent = False
+        self._hold = np.zeros(0, dtype=np.int16)  # sound captured ahead of the encoded pictures
+        self._last: np.ndarray | None = None
+        self.stats = RecordingStats()
+
+    # -- video ---------------------------------------------------------------
+    def add_frame(self, data: np.ndarray, mono_ns: int) -> Placement:
+        """Stamp and encode a frame; returns STALL if the gap since the last one was too long."""
+        place = self.vt.place(mono_ns)
+        if place.kind is Placement.EARLY:
+            self.stats.frames_dropped += 1
+            return place.kind
+        if place.kind is Placement.STALL:
+            return place.kind
+        if place.kind is Placement.LATE and self._last is not None:
+            log.warning("camera skipped %d frame(s) before slot %d: repeating the last one",
+                        place.missing, place.slot)
+            for slot in range(place.slot - place.missing, place.slot):
+                self._encode(slot, self._last.copy(), self.vt.slot_time_ns(slot), repeated=True)
+        self._encode(place.slot, data, mono_ns)
+        return place.kind
+
+    def _encode(self, slot: int, data: np.ndarray, mono_ns: int, repeated: bool = False) -> None:
+        sample = self.wall_clock.at(mono_ns)
+        self.stamper.apply(data, sample, self.position())
+        self.segmenter.note_frame(slot, sample, repeated)
+        for pkt in self.venc.encode(data, slot * self.video.frame_ticks):
+            self.segmenter.write("v", pkt)
+        self._last = data
+        self.stats.frames += 1
+        self.stats.frames_repeated += int(repeated)
+        self._release_audio(self._video_samples())
+
+    def _video_samples(self) -> int:
+        """Samples that belong under the frames encoded so far."""
+        return self.vt.next_slot * self.audio.sample_rate // self.video.fps
+
+    # -- audio ---------------------------------------------------------------
+    def add_audio(self, samples: np.ndarray, mono_ns: int) -> None:
+        fill, samples = self.at.place(samples, mono_ns)
+        if fill:
+            self._add_silence(fill)
+        if len(samples):
+            if self.mic_silent:
+                log.info("microphone delivers sound again (recording %s)", self.id)
+                self.mic_silent = False
+            self._hold = np.concatenate([self._hold, samples])
+        self._release_audio(self._video_samples())
+
+    def check_microphone(self) -> None:
+        """Bridge with silence once the microphone has been quiet longer than the timeout."""
+        behind = self._video_samples() - self.at.written
+        if behind > self.mic_timeout or (self.mic_silent and behind > 0):
+            if not self.mic_silent:
+                log.error("microphone delivered no audio for %.1f s in recording %s: "
+                          "recording continues with silence", behind / self.audio.sample_rate, self.id)
+                self.mic_silent = True
+            self._add_silence(self.at.fill_until(self._video_samples()))
+            self._release_audio(self._video_samples())
+
+    def _add_silence(self, count: int) -> None:
+        first = self.stats.samples + len(self._hold)
+        self.segmenter.note_silence(first, count)
+        self.stats.silence_samples += count
+        self._hold = np.concatenate([self._hold, np.zeros(count, dtype=np.int16)])
+
+    def _release_audio(self, upto: int) -> None:
+        n = min(len(self._hold), upto - self.stats.samples)
+        if n <= 0:
+            return
+        chunk, self._hold = self._hold[:n], self._hold[n:]
+        self.stats.samples += n
+        for pkt in self.aenc.encode(chunk):
+            self.segmenter.write("a", pkt)
+
+    # -- end -----------------------------------------------------------------
+    def close(self) -> list[SegmentInfo]:
+        """Flush encoders, end audio exactly under the last frame, close the last segment."""
+        target = self._video_samples()
+        missing = target - self.stats.samples - len(self._hold)
+        if missing > 0:
+            self._add_silence(missing)
+        self._release_audio(target)
+        self._hold = self._hold[:0]
+        for pkt in self.venc.flush():
+            self.segmenter.write("v", pkt)
+        for pkt in self.aenc.flush():
+            self.segmenter.write("a", pkt)
+        return self.segmenter.finish()
+
+    def abort(self) -> None:
+        self.segmenter.abort()

@@ -1,0 +1,278 @@
+"""Rolling segments: encoded packets in, self-contained MPEG-TS files out.
+
+MPEG-TS because it survives truncation (a power cut leaves every whole
+188-byte packet readable, where an MP4 without its index is lost), each file
+decodes on its own, and timestamps carry across files unchanged, so segment
+N+1 starts exactly one frame after segment N ends.
+
+Segment k holds video frames [k*F, (k+1)*F) — frame k*F is always a keyframe
+because the encoder's GOP divides F — and the AAC packets whose first sample
+lies in [k*S, (k+1)*S) with S the samples of F frames. A segment is written as
+``NAME.ts.part`` while open, hashed as it is written, fsynced and renamed to
+``NAME.ts`` when it closes, and then handed to the sink (which seals it).
+"""
+from __future__ import annotations
+
+import fractions
+import hashlib
+import logging
+import os
+import threading
+import queue
+from dataclasses import dataclass
+from pathlib import Path
+
+import av
+
+from recorder.clock import TimeSample
+from recorder.segment_info import SegmentInfo, SegmentSink
+
+log = logging.getLogger(__name__)
+
+TS_ORIGIN_S = 1
+"""Media time 0 is written as PTS 1 s: AAC's priming packet sits before the first
+sample and MPEG-TS cannot carry negative timestamps (ffmpeg would otherwise shift
+the first segment alone and open a gap at its end)."""
+
+
+class StorageError(OSError):
+    """Writing a segment failed (disk full, device gone); closed segments are unaffected."""
+
+
+class HashingFile:
+    """A write-only file that hashes what passes through; deliberately not seekable."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._f = open(path, "xb")
+        self.sha = hashlib.sha256()
+        self.size = 0
+
+    def write(self, data) -> int:
+        n = self._f.write(data)
+        self.sha.update(memoryview(data)[:n])
+        self.size += n
+        return n
+
+    def flush(self) -> None:
+        self._f.flush()
+
+    def close_synced(self) -> None:
+        self._f.flush()
+        os.fsync(self._f.fileno())
+        self._f.close()
+
+    def abandon(self) -> None:
+        try:
+            self._f.close()
+        except OSError:
+            pass
+
+
+@dataclass
+class _Open:
+    index: int
+    part: Path
+    final: Path
+    file: HashingFile
+    container: object   # av OutputContainer
+    vstream: object
+    astream: object
+    first_pts: int | None = None
+    last_pts: int | None = None
+    frames: int = 0
+    first_sample: int | None = None
+    end_sample: int = 0
+
+
+@dataclass
+class StreamFormat:
+    width: int
+    height: int
+    fps: int
+    sample_rate: int
+    video_extradata: bytes | None
+    audio_extradata: bytes | None
+
+
+class _Closer(threading.Thread):
+    """Finishes closed segments off the capture thread: fsync, rename, hand to the sink, in order."""
+
+    def __init__(self, sink: SegmentSink | None, errors: list) -> None:
+        super().__init__(name="segment-closer", daemon=True)
+        self.sink = sink
+        self.q: queue.Queue = queue.Queue()
+        self.errors = errors
+
+    def run(self) -> None:
+        while True:
+            job = self.q.get()
+            if job is None:
+                return
+            seg, info = job
+            try:
+                seg.file.close_synced()
+                os.replace(seg.part, seg.final)
+                if self.sink is not None:
+                    self.sink.segment_closed(info)
+            except Exception as exc:  # logged and surfaced; never silently dropped
+                log.error("could not close segment %s: %s", seg.final, exc)
+                self.errors.append(exc)
+
+
+class Segmenter:
+    """Muxes one recording's packets into consecutive segment files."""
+
+    def __init__(self, directory: Path, recording_id: str, fmt: StreamFormat,
+                 frames_per_segment: int, sink: SegmentSink | None = None) -> None:
+        self.dir = directory
+        self.recording_id = recording_id
+        self.fmt = fmt
+        self.frames_per_segment = frames_per_segment
+        self.frame_ticks = 90000 // fmt.fps
+        self.samples_per_segment = fmt.sample_rate * frames_per_segment // fmt.fps
+        if self.samples_per_segment * fmt.fps != fmt.sample_rate * frames_per_segment:
+            raise ValueError("segment length must hold a whole number of audio samples")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self._seg: _Open | None = None
+        self._pending: list[tuple[str, av.Packet]] = []  # packets for later segments
+        self._ahead: set[str] = set()  # streams that have delivered a packet past the open segment
+        self._wall_first: dict[int, TimeSample] = {}
+        self._wall_last: dict[int, TimeSample] = {}
+        self._repeats: dict[int, int] = {}
+        self._silence: dict[int, int] = {}
+        self.errors: list[Exception] = []
+        self._closer = _Closer(sink, self.errors)
+        self._closer.start()
+        self.closed: list[SegmentInfo] = []
+        self._open(0)
+
+    # -- file handling -------------------------------------------------------
+    def _name(self, index: int) -> Path:
+        return self.dir / f"{index:05d}.ts"
+
+    def _open(self, index: int) -> None:
+        final = self._name(index)
+        part = final.with_name(final.name + ".part")
+        try:
+            f = HashingFile(part)
+            c = av.open(f, "w", format="mpegts")
+            vs = c.add_stream("h264", rate=self.fmt.fps)
+            vs.width, vs.height = self.fmt.width, self.fmt.height
+            vs.time_base = fractions.Fraction(1, 90000)
+            if self.fmt.video_extradata:
+                vs.codec_context.extradata = self.fmt.video_extradata
+            aus = c.add_stream("aac", rate=self.fmt.sample_rate)
+            aus.codec_context.extradata = self.fmt.audio_extradata
+        except OSError as exc:
+            raise StorageError(exc.errno, f"cannot open segment {part}: {exc.strerror}") from exc
+        self._seg = _Open(index, part, final, f, c, vs, aus)
+
+    def _close_current(self, final: bool) -> SegmentInfo:
+        seg = self._seg
+        try:
+            seg.container.close()
+        except OSError as exc:
+            seg.file.abandon()
+            raise StorageError(exc.errno, f"cannot finish segment {seg.part}: {exc.strerror}") from exc
+        info = SegmentInfo(
+            path=seg.final, recording_id=self.recording_id, index=seg.index,
+            sha256=seg.file.sha.hexdigest(), size=seg.file.size, time_base=90000,
+            first_pts=seg.first_pts, last_pts=seg.last_pts, frame_duration=self.frame_ticks,
+            video_frames=seg.frames, first_sample=seg.first_sample or 0,
+            audio_samples=seg.end_sample - (seg.first_sample or 0),
+            wall_start=self._wall_first.pop(seg.index, None), wall_end=self._wall_last.pop(seg.index, None),
+            frames_repeated=self._repeats.pop(seg.index, 0), silence_samples=self._silence.pop(seg.index, 0),
+            final=final)
+        self.closed.append(info)
+        self._closer.q.put((seg, info))
+        self._seg = None
+        return info
+
+    # -- packets -------------------------------------------------------------
+    def _segment_of(self, kind: str, pkt: av.Packet) -> int:
+        if kind == "v":
+            return (pkt.pts // self.frame_ticks) // self.frames_per_segment
+        return max(pkt.pts, 0) // self.samples_per_segment
+
+    def note_frame(self, slot: int, sample: TimeSample, repeated: bool = False) -> None:
+        """Record the wall time of frame ``slot`` (and whether it repeats a missed one)."""
+        index = slot // self.frames_per_segment
+        self._wall_first.setdefault(index, sample)
+        self._wall_last[index] = sample
+        if repeated:
+            self._repeats[index] = self._repeats.get(index, 0) + 1
+
+    def note_silence(self, first_sample: int, count: int) -> None:
+        """Record that ``count`` samples from ``first_sample`` were filled with silence."""
+        index = first_sample // self.samples_per_segment
+        self._silence[index] = self._silence.get(index, 0) + count
+
+    def write(self, kind: str, pkt: av.Packet) -> None:
+        """Accept a video ('v', PTS in 1/90000) or audio ('a', PTS in samples) packet."""
+        index = self._segment_of(kind, pkt)
+        if index > self._seg.index:
+            self._pending.append((kind, pkt))
+            self._ahead.add(kind)
+            if self._ahead == {"v", "a"}:
+                self._rotate()
+        else:
+            self._mux(kind, pkt)
+
+    def _rotate(self) -> None:
+        """Close the open segment, open the next, and replay packets that were waiting for it."""
+        next_index = self._seg.index + 1
+        self._close_current(final=False)
+        self._open(next_index)
+        pending, self._pending, self._ahead = self._pending, [], set()
+        for kind, pkt in pending:
+            self.write(kind, pkt)
+
+    def _mux(self, kind: str, pkt: av.Packet) -> None:
+        seg = self._seg
+        if kind == "v":
+            if seg.first_pts is None and not pkt.is_keyframe:
+                raise RuntimeError(f"segment {seg.index} would not start on a keyframe")
+            origin = TS_ORIGIN_S * 90000
+            pts = pkt.pts + origin
+            seg.first_pts = pts if seg.first_pts is None else seg.first_pts
+            seg.last_pts = pts if seg.last_pts is None else max(seg.last_pts, pts)
+            seg.frames += 1
+            pkt.pts, pkt.dts = pts, pkt.dts + origin
+            pkt.stream = seg.vstream
+        else:
+            if seg.first_sample is None:
+                seg.first_sample = max(pkt.pts, 0)
+            seg.end_sample = max(seg.end_sample, pkt.pts + pkt.duration)
+            origin = TS_ORIGIN_S * self.fmt.sample_rate
+            pkt.pts, pkt.dts = pkt.pts + origin, pkt.dts + origin
+            pkt.stream = seg.astream
+        try:
+            seg.container.mux(pkt)
+        except OSError as exc:
+            raise StorageError(exc.errno, f"cannot write segment {seg.part}: {exc.strerror}") from exc
+
+    def finish(self) -> list[SegmentInfo]:
+        """Close the last segment and wait until every closed one is handed to the sink."""
+        try:
+            while self._pending:
+                self._rotate()
+            if self._seg is not None and self._seg.frames:
+                self._close_current(final=True)
+        finally:
+            self._stop_closer()
+        if self.errors:
+            raise StorageError(None, f"segments could not be finished: {self.errors[0]}")
+        return self.closed
+
+    def _stop_closer(self) -> None:
+        if self._closer.is_alive():
+            self._closer.q.put(None)
+            self._closer.join()
+
+    def abort(self) -> None:
+        """Storage failed: stop writing, keep the open part file as it is for salvage."""
+        if self._seg is not None:
+            self._seg.file.abandon()
+            self._seg = None
+        self._stop_closer()
