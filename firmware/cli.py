@@ -54,7 +54,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --sim: the camera delivers nothing from AT for SECONDS")
     r.add_argument("--mic-dead-from", type=float, metavar="SECONDS",
                    help="with --sim: the microphone delivers nothing from this time on")
+    r.add_argument("--key-dir", type=Path, help="device key directory (default: identity.key_dir)")
+    r.add_argument("--provision", action="store_true",
+                   help="create the device key if there is none (bench and simulation)")
+    r.add_argument("--no-seal", action="store_true", help=argparse.SUPPRESS)  # benchmarks only
     r.set_defaults(func=cmd_record)
+
+    from firmware import evidence_cli
+    evidence_cli.add_subcommands(sub)
 
     c = sub.add_parser("config", parents=[common], help="check or print the configuration")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -78,6 +85,9 @@ def cmd_config_defaults(args) -> int:
 
 def cmd_record(args) -> int:
     from firmware import hardware
+    from firmware.evidence import open_evidence
+    from recorder.identity import IdentityError
+    from recorder.journal import JournalError
     from recorder.pipeline import Pipeline
     from recorder.segmenter import StorageError
 
@@ -90,25 +100,45 @@ def cmd_record(args) -> int:
                                      mic_dead_from=args.mic_dead_from)
     else:
         devices = hardware.raspberry_pi(cfg)
+    evidence = None
+    if not args.no_seal:
+        key_dir = args.key_dir or Path(cfg["identity"]["key_dir"])
+        try:
+            evidence = open_evidence(out, key_dir, devices.wall_clock, devices.timebase.now_ns,
+                                     provision=args.provision,
+                                     boot_payload={"device_id": cfg["device"]["id"],
+                                                   "officer_id": cfg["device"]["officer_id"],
+                                                   "simulated": bool(args.sim)})
+        except (IdentityError, JournalError, OSError) as exc:
+            print(f"bodycam: cannot open the evidence store: {exc}", file=sys.stderr)
+            return EXIT_FAIL
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
+    reserve = cfg["storage"]["reserve_mb"] * 1024 * 1024
     pipeline = Pipeline(config_mod.pipeline_settings(cfg), devices.camera, devices.microphone,
-                        devices.timebase, devices.wall_clock, out, stop=stop)
+                        devices.timebase, devices.wall_clock, out, stop=stop,
+                        sink=evidence.sealer if evidence else None,
+                        on_event=evidence.record if evidence else None,
+                        storage_low=(lambda: evidence.store.nearly_full(reserve)) if evidence else None)
     progress = _Progress(pipeline, args.duration, cfg["video"]["fps"]) if sys.stderr.isatty() else None
+    status = EXIT_OK
     try:
         results = pipeline.run(args.duration)
+        if any(r.cause == "storage-full" for r in results):
+            print("bodycam: storage nearly full: recording stopped, dock the device",
+                  file=sys.stderr)
+            status = EXIT_STORAGE
     except StorageError as exc:
         print(f"bodycam: storage failed: {exc}", file=sys.stderr)
-        print(out)
-        return EXIT_STORAGE
+        status = EXIT_STORAGE
     finally:
         if progress:
             progress.done()
-    for r in results:
-        log.info("%s: %s, %d segments", r.recording_id, r.cause, len(r.segments))
+        if evidence:
+            evidence.close("storage-error" if status == EXIT_STORAGE else "stop")
     print(out)
-    return EXIT_OK
+    return status
 
 
 class _Progress:
@@ -136,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", 0))
     try:
+        if hasattr(args, "handler"):  # subcommands registered by firmware.evidence_cli
+            return args.handler(args)
         return args.func(args)
     except config_mod.ConfigError as exc:
         print(f"bodycam: {exc}", file=sys.stderr)

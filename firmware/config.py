@@ -82,6 +82,12 @@ SCHEMA: dict[str, dict[str, Key]] = {
     },
     "storage": {
         "dir": Key("/var/lib/bodycam/evidence", "where segments and the journal are kept", _nonempty),
+        "reserve_mb": Key(256, "recording stops cleanly when free space falls below this; "
+                          "evidence is never overwritten", _range(0, 1_000_000)),
+    },
+    "identity": {
+        "key_dir": Key("/var/lib/bodycam/identity", "the device's Ed25519 key (private part mode "
+                       "0600); kept outside the evidence directory", _nonempty),
     },
     "capture": {
         "stall_timeout_s": Key(1.0, "no camera frame for this long ends the recording as camera-stall",

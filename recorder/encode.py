@@ -44,8 +44,10 @@ class AudioSettings:
 
 def x264_params(v: VideoSettings) -> str:
     """Fixed GOP, no scene-cut keyframes, in-band SPS/PPS: every segment starts on an IDR
-    at a known frame and decodes on its own."""
-    return (f"keyint={v.gop}:min-keyint={v.gop}:scenecut=0:open-gop=0:repeat-headers=1"
+    at a known frame and decodes on its own. No B-frames: packets leave in display order,
+    so a file cut by a power loss ends on a whole frame, the encoder holds fewer frames
+    (less memory, quicker sealing), and it costs less CPU."""
+    return (f"keyint={v.gop}:min-keyint={v.gop}:scenecut=0:open-gop=0:repeat-headers=1:bframes=0"
             f":vbv-maxrate={v.bitrate_kbps}:vbv-bufsize={v.bitrate_kbps * 2}")
 
 

@@ -27,6 +27,10 @@ from recorder.timeline import Placement
 log = logging.getLogger(__name__)
 
 
+class StorageFull(StorageError):
+    """Free space is below the reserve: recording stops rather than overwrite anything."""
+
+
 class Timebase(Protocol):
     def now_ns(self) -> int: ...
     def sleep_until(self, t_ns: int) -> None: ...
@@ -64,13 +68,15 @@ class Pipeline:
                  wall_clock: WallClock, out_dir: Path, sink: SegmentSink | None = None,
                  position: Callable[[], str | None] | None = None,
                  on_event: Callable[[str, dict], None] | None = None,
-                 stop: threading.Event | None = None) -> None:
+                 stop: threading.Event | None = None,
+                 storage_low: Callable[[], bool] | None = None) -> None:
         self.s = settings
         self.camera, self.mic, self.time = camera, microphone, timebase
         self.wall_clock, self.out_dir, self.sink = wall_clock, Path(out_dir), sink
         self.position = position
         self.on_event = on_event or (lambda kind, payload: None)
         self.stop_event = stop or threading.Event()
+        self.storage_low = storage_low or (lambda: False)
         v = settings.video
         self.stamper = Stamper(v.width, v.height, settings.device_id, settings.officer_id,
                                settings.timezone)
@@ -79,12 +85,12 @@ class Pipeline:
 
     def _start(self, t0_ns: int) -> Recording:
         rid = new_recording_id(self.wall_clock.at(t0_ns).wall_ns)
-        rec = Recording(self.out_dir / rid, rid, self.s.video, self.s.audio, self.s.segment_seconds,
+        rec = Recording(self.out_dir / "recordings" / rid, rid, self.s.video, self.s.audio, self.s.segment_seconds,
                         t0_ns, self.stamper, self.wall_clock, self.sink, self.position,
                         self.s.max_bridge_s, self.s.mic_timeout_s)
         self.results.append(RecordingResult(rid, "recording"))
-        log.info("recording %s started in %s", rid, self.out_dir / rid)
-        self.on_event("recording-start", {"recording": rid})
+        log.info("recording %s started in %s", rid, self.out_dir / "recordings" / rid)
+        self.on_event("recording-start", {"recording_id": rid})
         return rec
 
     def _end(self, rec: Recording, cause: str) -> None:
@@ -94,7 +100,7 @@ class Pipeline:
         result.segments = rec.close()
         log.info("recording %s ended (%s): %d segments, %d frames", rec.id, cause,
                  len(result.segments), rec.stats.frames)
-        self.on_event("recording-stop", {"recording": rec.id, "cause": cause,
+        self.on_event("recording-stop", {"recording_id": rec.id, "cause": cause,
                                          "segments": len(result.segments)})
 
     def run(self, duration_s: float | None = None) -> list[RecordingResult]:
@@ -109,6 +115,8 @@ class Pipeline:
             half_frame = 500_000_000 // self.s.video.fps
             end_ns = self.time.now_ns() + int(duration_s * 1e9) - half_frame
         rec: Recording | None = None
+        if self.storage_low():
+            raise StorageFull("storage nearly full: not starting to record")
         try:
             while not self.stop_event.is_set():
                 frame = self.camera.read(self.s.stall_timeout_s)
@@ -132,12 +140,17 @@ class Pipeline:
                     rec.add_audio(block.samples, block.mono_ns)
                 rec.check_microphone()
                 self.heartbeat += 1
+                if rec.vt.next_slot % self.s.video.fps == 0 and self.storage_low():
+                    self._storage_full(rec)
+                    rec = None
+                    break
             if rec is not None:
                 self._finish_audio(rec)
                 self._end(rec, "stop")
         except StorageError as exc:
             log.error("storage failed: %s; recording stopped, closed segments are intact", exc)
-            self.on_event("storage-error", {"error": str(exc)})
+            self.on_event("interruption", {"cause": "storage-error", "error": str(exc),
+                                           "recording_id": rec.id if rec else None})
             if rec is not None:
                 self.results[-1].cause = "storage-error"
                 self.results[-1].stats = rec.stats
@@ -156,8 +169,16 @@ class Pipeline:
         for block in self.mic.drain():
             rec.add_audio(block.samples, block.mono_ns)
 
+    def _storage_full(self, rec: Recording) -> None:
+        log.error("storage nearly full: recording %s stopped and sealed; evidence is never "
+                  "overwritten, dock the device to free space", rec.id)
+        self.on_event("interruption", {"cause": "storage-full", "recording_id": rec.id})
+        self._finish_audio(rec)
+        self._end(rec, "storage-full")
+
     def _camera_stalled(self, rec: Recording) -> None:
         log.error("camera stalled: no frame for %.1f s; recording %s closed, "
                   "a new one starts when frames return", self.s.stall_timeout_s, rec.id)
-        self.on_event("camera-stall", {"recording": rec.id})
+        self.on_event("interruption", {"cause": "camera-stall", "recording_id": rec.id,
+                                       "stall_timeout_s": self.s.stall_timeout_s})
         self._end(rec, "camera-stall")

@@ -149,7 +149,7 @@ class Segmenter:
 
     # -- file handling -------------------------------------------------------
     def _name(self, index: int) -> Path:
-        return self.dir / f"{index:05d}.ts"
+        return self.dir / f"{self.recording_id}_{index:05d}.ts"
 
     def _open(self, index: int) -> None:
         final = self._name(index)

@@ -46,4 +46,4 @@ def decode_frame(path: Path, n: int) -> np.ndarray:
 
 
 def segments(directory: Path) -> list[Path]:
-    return sorted(directory.glob("*/*.ts"))
+    return sorted(directory.glob("recordings/*/*.ts"))

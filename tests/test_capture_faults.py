@@ -104,10 +104,48 @@ def test_full_disk_stops_cleanly_and_keeps_closed_segments(tiny_disk, caplog):
     assert list((tiny_disk / "evidence").rglob("*.ts.part"))
 
 
-def test_full_disk_through_the_command_exits_with_storage_status(tiny_disk):
-    r = subprocess.run([sys.executable, "-m", "firmware", "record", "--sim", "--fast",
-                        "--duration", "60", "--out", str(tiny_disk / "ev")],
-                       capture_output=True, text=True)
+def _record_cli(tmp_path, out, config_text, duration="60"):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(config_text)
+    return subprocess.run([sys.executable, "-m", "firmware", "record", "--sim", "--fast",
+                           "--duration", duration, "--out", str(out), "--config", str(cfg),
+                           "--key-dir", str(tmp_path / "key"), "--provision"],
+                          capture_output=True, text=True)
+
+
+def test_full_disk_through_the_command_exits_with_storage_status(tiny_disk, tmp_path):
+    """No reserve: the disk really fills mid-segment; closed segments stay sealed."""
+    r = _record_cli(tmp_path, tiny_disk / "ev", "[storage]\nreserve_mb = 0\n"
+                    "[video]\nwidth = 640\nheight = 360\n[segment]\nseconds = 1\n")
     assert r.returncode == 4, r.stderr
     assert "storage failed" in r.stderr
     assert r.stdout.strip() == str(tiny_disk / "ev")
+    sealed = list((tiny_disk / "ev").rglob("*.ts"))
+    assert sealed
+    for f in sealed:
+        assert ffmpeg_errors(f) == ""
+
+
+def test_nearly_full_disk_stops_cleanly_before_running_out(tmp_path):
+    """With a reserve the device stops, seals and journals before the disk is full."""
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)]).returncode:
+        pytest.skip("cannot mount a tmpfs here")
+    try:
+        r = _record_cli(tmp_path, mnt / "ev", "[storage]\nreserve_mb = 8\n"
+                        "[video]\nwidth = 640\nheight = 360\n[segment]\nseconds = 1\n")
+        assert r.returncode == 4, r.stderr
+        assert "storage nearly full" in r.stderr
+        assert not list((mnt / "ev").rglob("*.part"))
+        pub = tmp_path / "key" / "device-key.pub.pem"
+        from recorder.verify import verify_directory
+        result = verify_directory(mnt / "ev", pub.read_bytes())
+        assert result.ok, result.failure
+        journal = (mnt / "ev" / "journal.log").read_text()
+        assert '"cause":"storage-full"' in journal
+        # and it refuses to start again while the disk is still nearly full
+        r2 = _record_cli(tmp_path, mnt / "ev", "[storage]\nreserve_mb = 8\n", duration="5")
+        assert r2.returncode == 4 and "not starting" in r2.stderr
+    finally:
+        subprocess.run(["umount", "-l", str(mnt)])

@@ -106,8 +106,8 @@ def test_cli_bad_config_exit_status_and_message(tmp_path):
 def test_cli_records_quietly_and_prints_the_directory(tmp_path):
     f = write(tmp_path, "[video]\nwidth = 320\nheight = 240\n[segment]\nseconds = 2\n")
     r = run_cli("record", "--sim", "--fast", "--duration", "4", "--config", str(f),
-                "--out", str(tmp_path / "ev"))
+                "--out", str(tmp_path / "ev"), "--key-dir", str(tmp_path / "key"), "--provision")
     assert r.returncode == 0, r.stderr
     assert r.stdout == f"{tmp_path / 'ev'}\n"
-    assert r.stderr == ""
-    assert len(list((tmp_path / "ev").glob("*/*.ts"))) == 2
+    assert "provisioned a new device key" in r.stderr  # the one warning: a key was made
+    assert len(list((tmp_path / "ev").glob("recordings/*/*.ts"))) == 2

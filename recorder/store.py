@@ -1,0 +1,150 @@
+"""The evidence directory: where sealed segments live, with no way to delete or overwrite.
+
+Rule D9: nobody deletes or alters an original recording on the device. The
+store therefore has no working delete or overwrite at all; the methods exist
+only so that every attempt through the service's interfaces (CLI, future
+network or button paths) is refused with a specific exception *and* leaves a
+signed ``tamper-attempt`` record in the journal.
+
+When storage runs low the recorder must stop cleanly (``nearly_full``) rather
+than overwrite old recordings. Space is given back only after the dock station
+has verified and received the recordings (``reclaim``; the docking issue).
+
+Layout under the root::
+
+    journal.log                    the device journal (recorder/journal.py)
+    quarantine/                    torn journal tails kept after power loss
+    recordings/<recording_id>/     segment files (NAME.ts.part while written)
+"""
+from __future__ import annotations
+
+import logging
+import os
+import re
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+from recorder import records
+from recorder.journal import Journal, JournalError
+
+log = logging.getLogger(__name__)
+
+RECORDINGS_DIR = "recordings"
+_RECORDING_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
+
+
+class StoreError(Exception):
+    """Base class for evidence-store refusals and problems."""
+
+
+class TamperRefused(StoreError):
+    """A request that would destroy or alter evidence; it was refused and journaled."""
+
+    def __init__(self, message: str, record_seq: int | None) -> None:
+        super().__init__(message)
+        self.record_seq = record_seq  # the tamper-attempt record, None if it could not be written
+
+
+class DeletionRefused(TamperRefused):
+    """Deleting evidence is never allowed on the device (D9)."""
+
+
+class OverwriteRefused(TamperRefused):
+    """Overwriting, truncating or appending to an existing evidence file is never allowed (D9)."""
+
+
+class ReclaimRequiresDockReceipt(StoreError):
+    """Space is freed only against a verified dock receipt (not implemented: docking issue)."""
+
+
+class EvidenceStore:
+    """The evidence directory of one device. All refusals are journaled."""
+
+    def __init__(self, root: Path | str, journal: Journal) -> None:
+        self.root = Path(root)
+        self.journal = journal
+        (self.root / RECORDINGS_DIR).mkdir(parents=True, exist_ok=True)
+
+    # ---- where things go ---------------------------------------------------
+    def recording_dir(self, recording_id: str) -> Path:
+        """The directory for one recording's segments (created if needed)."""
+        if not isinstance(recording_id, str) or not _RECORDING_ID.match(recording_id):
+            raise ValueError(f"recording id {recording_id!r} must match {_RECORDING_ID.pattern}")
+        d = self.root / RECORDINGS_DIR / recording_id
+        d.mkdir(parents=True, exist_ok=True)
+        return d
+
+    def relpath(self, path: Path | str) -> str:
+        """POSIX path relative to the root; StoreError if it is outside the store."""
+        try:
+            return records.relpath_in(self.root, Path(path) if Path(path).is_absolute()
+                                      else self.root / path)
+        except ValueError:
+            raise StoreError(f"{path} is outside the evidence store {self.root}") from None
+
+    # ---- space ------------------------------------------------------------------
+    def free_bytes(self) -> int:
+        return shutil.disk_usage(self.root).free
+
+    def nearly_full(self, threshold_bytes: int) -> bool:
+        """True when free space is at or below ``threshold_bytes``: stop recording cleanly."""
+        if threshold_bytes < 0:
+            raise ValueError("threshold_bytes must be >= 0")
+        return self.free_bytes() <= threshold_bytes
+
+    # ---- refused operations ------------------------------------------------
+    def remove(self, path: Path | str, actor: str = "unknown") -> None:
+        """Always refused: raises DeletionRefused after journaling the attempt."""
+        raise DeletionRefused(*self._journal_attempt("remove", path, actor,
+                                                     "evidence is never deleted on the device (D9)"))
+
+    def overwrite(self, path: Path | str, actor: str = "unknown") -> None:
+        """Always refused: raises OverwriteRefused after journaling the attempt."""
+        raise OverwriteRefused(*self._journal_attempt("overwrite", path, actor,
+                                                      "evidence is never modified on the device (D9)"))
+
+    def open(self, path: Path | str, mode: str = "rb", actor: str = "unknown") -> BinaryIO:
+        """Open a file in the store. Reading is fine; writing an existing file is refused.
+
+        The only writable mode is exclusive creation ("xb") of a file that does not exist.
+        """
+        target = Path(path) if Path(path).is_absolute() else self.root / path
+        self.relpath(target)
+        writing = any(c in mode for c in "wax+")
+        if not writing:
+            return open(target, mode)
+        if os.path.lexists(target) or "x" not in mode or "+" in mode:
+            raise OverwriteRefused(*self._journal_attempt(
+                f"open-{mode}", target, actor,
+                "an existing evidence file is never opened for writing (D9)"
+                if os.path.lexists(target) else "only exclusive creation ('xb') may write"))
+        return open(target, mode)
+
+    def reclaim(self, dock_receipt: object = None) -> None:
+        """Free space for recordings the dock has verified and stored.
+
+        Not implemented: it belongs to the docking issue and needs a dock receipt
+        (signed by the dock, naming journal records and segment hashes) verified here.
+        """
+        raise ReclaimRequiresDockReceipt(
+            "reclaiming space requires a verified dock receipt (docking issue); "
+            "nothing was removed")
+
+    def _journal_attempt(self, action: str, path: Path | str, actor: str,
+                         why: str) -> tuple[str, int | None]:
+        try:
+            shown = self.relpath(path)
+        except StoreError:
+            shown = str(path)
+        exists = os.path.lexists(path if Path(path).is_absolute() else self.root / path)
+        seq = None
+        try:
+            rec = self.journal.append(records.TAMPER_ATTEMPT, {
+                "action": action, "path": shown, "actor": str(actor), "exists": exists,
+                "refused": True})
+            seq = rec.seq
+        except (JournalError, ValueError) as exc:
+            log.error("store: could not journal refused %s of %s: %s", action, shown, exc)
+        log.warning("store: refused %s of %s by %s (record %s)", action, shown, actor, seq)
+        return f"refused {action} of {shown}: {why}", seq

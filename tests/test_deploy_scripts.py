@@ -1,0 +1,278 @@
+"""deploy/: shellcheck, a real install.sh run into a temporary root, the systemd units.
+
+install.sh runs for real with --root (it creates the service user with
+useradd --root, places files, edits config.txt/cmdline.txt, enables the units
+with systemctl --root); only apt and the venv, which cannot target another
+root, are skipped.  Nothing on this machine is touched.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import shutil
+import stat
+import subprocess
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DEPLOY = REPO / "deploy"
+INSTALL = DEPLOY / "install.sh"
+SYSTEM_UNITS = Path("/lib/systemd/system")
+RESERVED_GPIO = {2: "I2C SDA", 3: "I2C SCL", 4: "GNSS PPS", 14: "UART TX", 15: "UART RX",
+                 18: "I2S BCLK", 19: "I2S LRCLK", 20: "I2S DIN", 21: "I2S DOUT"}
+
+CONFIG_TXT = "dtparam=audio=on\ncamera_auto_detect=1\n\n[cm4]\notg_mode=1\n\n[all]\n"
+CMDLINE = ("console=serial0,115200 console=tty1 root=PARTUUID=1234-02 rootfstype=ext4 "
+           "fsck.repair=yes rootwait\n")
+
+needs_root = pytest.mark.skipif(os.geteuid() != 0 or shutil.which("useradd") is None,
+                                reason="useradd --root needs root (chroot) and the shadow tools")
+
+
+def make_pi_root(root: Path) -> Path:
+    """The parts of a Raspberry Pi OS image install.sh reads or edits."""
+    (root / "etc").mkdir(parents=True)
+    (root / "boot/firmware").mkdir(parents=True)
+    (root / "etc/passwd").write_text("root:x:0:0:root:/root:/bin/bash\n")
+    (root / "etc/shadow").write_text("root:*:19000:0:99999:7:::\n")
+    groups = {"root": 0, "dialout": 20, "audio": 29, "video": 44, "gpio": 997, "i2c": 998}
+    (root / "etc/group").write_text("".join(f"{g}:x:{gid}:\n" for g, gid in groups.items()))
+    (root / "etc/gshadow").write_text("".join(f"{g}:*::\n" for g in groups))
+    (root / "boot/firmware/config.txt").write_text(CONFIG_TXT)
+    (root / "boot/firmware/cmdline.txt").write_text(CMDLINE)
+    # systemd's own units, as Debian ships them (systemctl --root resolves against them).
+    (root / "lib/systemd/system").mkdir(parents=True)
+    for unit in ("multi-user.target", "getty.target", "serial-getty@.service"):
+        if (SYSTEM_UNITS / unit).exists():
+            shutil.copy(SYSTEM_UNITS / unit, root / "lib/systemd/system" / unit)
+    return root
+
+
+def install(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    return subprocess.run(["bash", str(INSTALL), "--root", str(root), "--skip-apt", "--skip-venv", *extra],
+                          capture_output=True, text=True)
+
+
+def snapshot(root: Path) -> dict[str, tuple]:
+    out = {}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in dirnames + filenames:
+            p = Path(dirpath) / name
+            st = p.lstat()
+            content = (os.readlink(p) if p.is_symlink() else
+                       hashlib.sha256(p.read_bytes()).hexdigest() if p.is_file() else "dir")
+            out[str(p.relative_to(root))] = (stat.S_IMODE(st.st_mode), st.st_uid, st.st_gid, content)
+    return out
+
+
+def passwd_entry(root: Path, user: str) -> list[str]:
+    for line in (root / "etc/passwd").read_text().splitlines():
+        if line.split(":")[0] == user:
+            return line.split(":")
+    raise AssertionError(f"{user} not in {root}/etc/passwd")
+
+
+def test_every_shell_script_under_deploy_is_shellcheck_clean():
+    if shutil.which("shellcheck") is None:
+        pytest.fail("shellcheck is not installed (apt-get install shellcheck)")
+    scripts = sorted(DEPLOY.rglob("*.sh"))
+    assert INSTALL in scripts
+    result = subprocess.run(["shellcheck", "--severity=style", "--external-sources", *map(str, scripts)],
+                            capture_output=True, text=True, cwd=REPO)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@needs_root
+def test_install_places_every_file(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    result = install(root)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+    placed = {
+        "etc/systemd/system/bodycam.service": DEPLOY / "systemd/bodycam.service",
+        "etc/systemd/system/bodycam-gadget.service": DEPLOY / "systemd/bodycam-gadget.service",
+        "etc/modules-load.d/bodycam.conf": DEPLOY / "boot/modules-load.conf",
+        "etc/udev/rules.d/90-bodycam-rtc.rules": DEPLOY / "udev/90-bodycam-rtc.rules",
+        "etc/chrony/conf.d/bodycam.conf": DEPLOY / "chrony/bodycam.conf",
+        "etc/bodycam/bodycam.toml": DEPLOY / "bodycam.toml",
+    }
+    for target, source in placed.items():
+        assert (root / target).read_bytes() == source.read_bytes(), target
+        assert stat.S_IMODE((root / target).stat().st_mode) == 0o644, target
+
+    # Service user: system account, no shell, in the device groups.
+    user = passwd_entry(root, "bodycam")
+    assert user[5:] == ["/var/lib/bodycam", "/usr/sbin/nologin"]
+    assert int(user[2]) < 1000
+    members = {line.split(":")[0]: line.split(":")[3].split(",")
+               for line in (root / "etc/group").read_text().splitlines()}
+    for group in ("video", "audio", "gpio", "i2c", "dialout"):
+        assert "bodycam" in members[group], group
+
+    # Evidence: owned by the service user, nobody else may read it (D10).
+    for d in ("var/lib/bodycam", "var/lib/bodycam/evidence"):
+        st = (root / d).stat()
+        assert (st.st_uid, st.st_gid) == (int(user[2]), int(user[3])), d
+        assert stat.S_IMODE(st.st_mode) == 0o700, d
+
+    # Both units enabled for boot.
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    assert sorted(p.name for p in wants.iterdir()) == ["bodycam-gadget.service", "bodycam.service"]
+    assert not (wants.parent / "getty.target.wants").exists()   # no bench console by default
+
+    # config.txt: the original kept, the snippet appended once, in an [all] section.
+    config = (root / "boot/firmware/config.txt").read_text()
+    assert config.startswith(CONFIG_TXT)
+    assert config.count("# BEGIN bodycam") == 1 and config.count("# END bodycam") == 1
+    block = config.split("# BEGIN bodycam (deploy/install.sh)\n")[1].split("# END bodycam")[0]
+    assert block == (DEPLOY / "boot/config.txt.snippet").read_text()
+    assert "dtoverlay=dwc2,dr_mode=peripheral" in block
+    assert "dtoverlay=pps-gpio,gpiopin=4" in block
+
+    # cmdline.txt: serial console gone (the UART is the GNSS's), the rest untouched.
+    assert (root / "boot/firmware/cmdline.txt").read_text() == CMDLINE.replace("console=serial0,115200 ", "")
+
+
+@needs_root
+def test_install_is_idempotent_and_replaces_an_old_block(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    old = CONFIG_TXT + "\n# BEGIN bodycam (deploy/install.sh)\ndtoverlay=old-thing\n# END bodycam\n"
+    (root / "boot/firmware/config.txt").write_text(old + "hdmi_blanking=1\n")
+    assert install(root).returncode == 0
+    config = (root / "boot/firmware/config.txt").read_text()
+    assert "old-thing" not in config and "hdmi_blanking=1" in config
+    assert config.count("# BEGIN bodycam") == 1
+    first = snapshot(root)
+    second_run = install(root)
+    assert second_run.returncode == 0, second_run.stderr
+    assert snapshot(root) == first
+    assert "installed" not in second_run.stdout and "updated" not in second_run.stdout
+
+
+@needs_root
+def test_existing_config_is_never_overwritten(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    (root / "etc/bodycam").mkdir()
+    mine = '[device]\nid = "BWC-0042"\n'
+    (root / "etc/bodycam/bodycam.toml").write_text(mine)
+    result = install(root)
+    assert result.returncode == 0, result.stderr
+    assert (root / "etc/bodycam/bodycam.toml").read_text() == mine
+    assert "keeping existing /etc/bodycam/bodycam.toml" in result.stdout
+
+
+@needs_root
+def test_bench_console_enables_a_getty_on_the_usb_serial(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    assert install(root, "--bench-console").returncode == 0
+    assert (root / "etc/systemd/system/getty.target.wants/serial-getty@ttyGS0.service").is_symlink()
+
+
+def test_dry_run_changes_nothing_and_shows_the_plan(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    before = snapshot(root)
+    result = install(root, "--dry-run")
+    assert result.returncode == 0, result.stderr
+    assert snapshot(root) == before
+    assert "+ useradd --root" in result.stdout
+    assert re.search(r"\+ install -D -m 0644 \S+/deploy/systemd/bodycam.service \S+/etc/systemd/system/", result.stdout)
+    assert "would update the bodycam block" in result.stdout
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--bogus"], "unknown option: --bogus"),
+    (["--root"], "--root needs a directory"),
+    (["--root", "/nonexistent/bodycam-root"], "is not a directory"),
+])
+def test_bad_arguments_are_refused(args, message):
+    result = subprocess.run(["bash", str(INSTALL), *args], capture_output=True, text=True)
+    assert result.returncode == 2
+    assert message in result.stderr
+
+
+def test_apt_and_venv_refuse_a_foreign_root(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    result = subprocess.run(["bash", str(INSTALL), "--root", str(root), "--skip-venv"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "add --skip-apt" in result.stderr
+    result = subprocess.run(["bash", str(INSTALL), "--root", str(root), "--skip-apt"],
+                            capture_output=True, text=True)
+    assert result.returncode == 1 and "add --skip-venv" in result.stderr
+
+
+def test_not_a_pi_image_is_a_clear_error(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    (root / "boot/firmware/config.txt").unlink()
+    result = install(root, "--dry-run")
+    assert result.returncode == 1
+    assert "config.txt not found" in result.stderr
+
+
+def unit_settings(path: Path) -> dict[str, list[str]]:
+    settings: dict[str, list[str]] = {}
+    for line in path.read_text().splitlines():
+        if line and not line.startswith(("#", "[")) and "=" in line:
+            key, value = line.split("=", 1)
+            settings.setdefault(key, []).append(value)
+    return settings
+
+
+def test_recorder_unit_is_a_hardened_notify_service():
+    s = unit_settings(DEPLOY / "systemd/bodycam.service")
+    assert s["ExecStart"] == ["/opt/bodycam/.venv/bin/bodycam run --config /etc/bodycam/bodycam.toml"]
+    assert s["Type"] == ["notify"] and s["Restart"] == ["always"]
+    assert s["WatchdogSec"] == ["10s"]
+    assert s["User"] == ["bodycam"] and s["Group"] == ["bodycam"]
+    assert s["StateDirectory"] == ["bodycam"]   # /var/lib/bodycam, writable under strict
+    for key, value in [("ProtectSystem", "strict"), ("NoNewPrivileges", "yes"), ("ProtectHome", "yes"),
+                       ("PrivateTmp", "yes"), ("CapabilityBoundingSet", "")]:
+        assert s[key] == [value], key
+    assert s["Wants"] == ["bodycam-gadget.service chrony.service"]
+    assert "Requires" not in s   # no dock link must never mean no recording
+
+
+def test_gadget_unit_is_a_root_oneshot():
+    s = unit_settings(DEPLOY / "systemd/bodycam-gadget.service")
+    assert s["Type"] == ["oneshot"] and s["RemainAfterExit"] == ["yes"]
+    assert "User" not in s
+    assert s["ExecStart"][0].endswith("-m hw.usb_gadget up --config /etc/bodycam/bodycam.toml")
+    assert s["ExecStop"][0].endswith("-m hw.usb_gadget down --config /etc/bodycam/bodycam.toml")
+
+
+@pytest.mark.parametrize("unit", ["bodycam.service", "bodycam-gadget.service"])
+def test_units_pass_systemd_analyze_verify(tmp_path, unit):
+    if shutil.which("systemd-analyze") is None:
+        pytest.fail("systemd-analyze is not installed")
+    # The venv exists only on the device: point ExecStart at stand-in executables.
+    bindir = tmp_path / "venv-bin"
+    bindir.mkdir()
+    for name in ("bodycam", "python"):
+        (bindir / name).write_text("#!/bin/sh\n")
+        (bindir / name).chmod(0o755)
+    text = (DEPLOY / "systemd" / unit).read_text().replace("/opt/bodycam/.venv/bin/", f"{bindir}/")
+    (tmp_path / unit).write_text(text)
+    result = subprocess.run(["systemd-analyze", "verify", "--man=no", str(tmp_path / unit)],
+                            capture_output=True, text=True)
+    assert result.returncode == 0 and not result.stderr.strip(), result.stderr
+
+
+def test_boot_config_and_default_pins_do_not_collide():
+    """The overlays' pins and the default button/indicator pins (hw/README.md pin map)."""
+    from hw.buttons import ControlsConfig
+    from hw.indicators import IndicatorConfig
+
+    snippet = (DEPLOY / "boot/config.txt.snippet").read_text()
+    assert int(re.search(r"pps-gpio,gpiopin=(\d+)", snippet).group(1)) == 4
+    c, i = ControlsConfig(), IndicatorConfig()
+    pins = {"record": c.record_pin, "mark": c.mark_pin, "led_green": i.led_green_pin,
+            "led_yellow": i.led_yellow_pin, "led_red": i.led_red_pin,
+            "vibration": i.vibration_pin, "buzzer": i.buzzer_pin}
+    assert len(set(pins.values())) == len(pins), pins
+    clashes = {name: RESERVED_GPIO[pin] for name, pin in pins.items() if pin in RESERVED_GPIO}
+    assert not clashes, clashes
+    readme = (REPO / "hw/README.md").read_text()
+    for name, pin in pins.items():
+        assert re.search(rf"\|\s*{pin}\s*\|[^\n]*{name}", readme), f"{name} on GPIO {pin} not in hw/README.md"
