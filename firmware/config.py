@@ -7,6 +7,8 @@ camera that silently ignores a typo records the wrong thing all shift.
 """
 from __future__ import annotations
 
+import dataclasses
+import importlib
 import os
 import tomllib
 from dataclasses import dataclass
@@ -100,8 +102,36 @@ SCHEMA: dict[str, dict[str, Key]] = {
 }
 
 
+# Sections owned by the module that uses them: a dataclass with defaults and a
+# ``from_mapping(table)`` that refuses unknown keys and impossible values.
+SECTION_MODELS: dict[str, str] = {
+    "controls": "hw.buttons:ControlsConfig",
+    "indicators": "hw.indicators:IndicatorConfig",
+    "battery": "hw.battery:BatteryConfig",
+    "selfcheck": "firmware.selfcheck:SelfCheckThresholds",
+    "reminder": "firmware.reminder:ReminderConfig",
+}
+
+
+def _model(section: str):
+    module, _, name = SECTION_MODELS[section].partition(":")
+    return getattr(importlib.import_module(module), name)
+
+
+def _model_defaults(section: str) -> dict[str, Any]:
+    return {f.name: f.default for f in dataclasses.fields(_model(section))
+            if f.default is not dataclasses.MISSING}
+
+
 def defaults() -> dict[str, dict[str, Any]]:
-    return {sec: {k: key.default for k, key in keys.items()} for sec, keys in SCHEMA.items()}
+    out = {sec: {k: key.default for k, key in keys.items()} for sec, keys in SCHEMA.items()}
+    out.update({sec: _model_defaults(sec) for sec in SECTION_MODELS})
+    return out
+
+
+def section(cfg: dict[str, dict[str, Any]], name: str):
+    """The validated settings object of a delegated section (e.g. ``section(cfg, "controls")``)."""
+    return _model(name).from_mapping(cfg[name])
 
 
 def _same_type(default: Any, value: Any) -> bool:
@@ -116,10 +146,19 @@ def validate(data: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
     """Merge ``data`` over the defaults, refusing anything unknown or impossible."""
     merged = defaults()
     for sec, table in data.items():
-        if sec not in SCHEMA:
-            raise ConfigError(f"{source}: unknown section [{sec}] (known: {', '.join(SCHEMA)})")
+        if sec not in SCHEMA and sec not in SECTION_MODELS:
+            raise ConfigError(f"{source}: unknown section [{sec}] (known: "
+                              f"{', '.join([*SCHEMA, *SECTION_MODELS])})")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{sec}] must be a table")
+        if sec in SECTION_MODELS:
+            try:
+                _model(sec).from_mapping(table)
+            except (ValueError, TypeError) as exc:
+                where = "" if f"[{sec}]" in str(exc) else f"[{sec}] "
+                raise ConfigError(f"{source}: {where}{exc}") from None
+            merged[sec].update(table)
+            continue
         for k, value in table.items():
             key = SCHEMA[sec].get(k)
             if key is None:
@@ -199,6 +238,13 @@ def render_defaults() -> str:
         for k, key in keys.items():
             out.append(f"# {key.doc}")
             out.append(f"{k} = {_toml_value(key.default)}")
+        out.append("")
+    for sec in SECTION_MODELS:
+        model = _model(sec)
+        out.append(f"# {(model.__doc__ or '').strip().splitlines()[0]} (see {SECTION_MODELS[sec]})")
+        out.append(f"[{sec}]")
+        for k, v in _model_defaults(sec).items():
+            out.append(f"{k} = {_toml_value(v)}" if v is not None else f"# {k} = (unset)")
         out.append("")
     return "\n".join(out)
 
