@@ -25,6 +25,7 @@ import uuid
 from pathlib import Path
 from typing import Callable, Iterator
 
+from recorder.crashpoints import crashpoint
 from recorder.clock import TimeSample, WallClock
 from recorder.identity import Signer, device_id_for_pem
 from recorder import records
@@ -249,7 +250,9 @@ class Journal:
             signature = self._signer.sign(message)
             line = records.format_line(message, signature)
             try:
+                crashpoint("journal-write", lambda: _write_all(self._fd, line[:len(line) // 2]))
                 _write_all(self._fd, line)
+                crashpoint("journal-fsync")
                 os.fsync(self._fd)
             except OSError as exc:
                 self._roll_back(exc)

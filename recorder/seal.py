@@ -19,6 +19,7 @@ import os
 import time
 from pathlib import Path
 
+from recorder.crashpoints import crashpoint
 from recorder import records
 from recorder.journal import Journal, fsync_dir
 from recorder.records import Record
@@ -90,6 +91,7 @@ class Sealer:
         if info.size != size:
             payload["writer_size"] = info.size
             log.error("seal: %s is %d bytes on disk, writer said %d", rel, size, info.size)
+        crashpoint("seal-before-record")
         record = self.journal.append(records.SEGMENT, payload)
         latency = time.perf_counter() - t0
         self.latencies_s.append(latency)

@@ -17,13 +17,15 @@ import fractions
 import hashlib
 import logging
 import os
-import threading
 import queue
+import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import av
 
+from recorder.crashpoints import crashpoint
 from recorder.clock import TimeSample
 from recorder.segment_info import SegmentInfo, SegmentSink
 
@@ -56,6 +58,13 @@ class HashingFile:
 
     def flush(self) -> None:
         self._f.flush()
+
+    def sync(self) -> None:
+        """Make what was written so far durable, so a power cut loses at most the last second."""
+        try:
+            os.fdatasync(self._f.fileno())
+        except (OSError, ValueError):  # closed meanwhile, or the disk is failing: close reports it
+            pass
 
     def close_synced(self) -> None:
         self._f.flush()
@@ -103,18 +112,25 @@ class _Closer(threading.Thread):
         self.sink = sink
         self.q: queue.Queue = queue.Queue()
         self.errors = errors
+        self.seal_latencies: list[float] = []  # segment closed -> durable and sealed, seconds
 
     def run(self) -> None:
         while True:
             job = self.q.get()
             if job is None:
                 return
-            seg, info = job
+            if isinstance(job, HashingFile):  # an open segment's periodic sync
+                job.sync()
+                continue
+            seg, info, closed_at = job
             try:
                 seg.file.close_synced()
+                crashpoint("segment-before-rename")
                 os.replace(seg.part, seg.final)
+                crashpoint("segment-before-seal")
                 if self.sink is not None:
                     self.sink.segment_closed(info)
+                self.seal_latencies.append(time.perf_counter() - closed_at)
             except Exception as exc:  # logged and surfaced; never silently dropped
                 log.error("could not close segment %s: %s", seg.final, exc)
                 self.errors.append(exc)
@@ -156,7 +172,8 @@ class Segmenter:
         part = final.with_name(final.name + ".part")
         try:
             f = HashingFile(part)
-            c = av.open(f, "w", format="mpegts")
+            # flush_packets: every packet reaches the file at once, nothing waits in a buffer
+            c = av.open(f, "w", format="mpegts", options={"flush_packets": "1"})
             vs = c.add_stream("h264", rate=self.fmt.fps)
             vs.width, vs.height = self.fmt.width, self.fmt.height
             vs.time_base = fractions.Fraction(1, 90000)
@@ -185,7 +202,7 @@ class Segmenter:
             frames_repeated=self._repeats.pop(seg.index, 0), silence_samples=self._silence.pop(seg.index, 0),
             final=final)
         self.closed.append(info)
-        self._closer.q.put((seg, info))
+        self._closer.q.put((seg, info, time.perf_counter()))
         self._seg = None
         return info
 
@@ -233,6 +250,8 @@ class Segmenter:
         if kind == "v":
             if seg.first_pts is None and not pkt.is_keyframe:
                 raise RuntimeError(f"segment {seg.index} would not start on a keyframe")
+            if pkt.is_keyframe and seg.first_pts is not None:
+                self._closer.q.put(seg.file)  # once per GOP: make the last second durable
             origin = TS_ORIGIN_S * 90000
             pts = pkt.pts + origin
             seg.first_pts = pts if seg.first_pts is None else seg.first_pts
@@ -264,6 +283,11 @@ class Segmenter:
         if self.errors:
             raise StorageError(None, f"segments could not be finished: {self.errors[0]}")
         return self.closed
+
+    @property
+    def seal_latencies(self) -> list[float]:
+        """Seconds from each segment's close to its file being durable and sealed."""
+        return self._closer.seal_latencies
 
     def _stop_closer(self) -> None:
         if self._closer.is_alive():
