@@ -1,7 +1,9 @@
 """Benchmark: our recorder vs. bare ffmpeg with the same libx264/AAC settings, in one run.
 
 Both run as child processes as fast as they can; CPU seconds and peak RSS
-come from the kernel's accounting of each child (os.wait4). Ours records the
+come from the kernel's accounting of each child, taken by GNU time so that
+this script's own memory (which a forked child inherits in ru_maxrss) does
+not leak into the figures. Ours records the
 simulated camera and microphone; ffmpeg encodes lavfi test sources into
 ``-f segment`` MPEG-TS. A second, in-process run of ours splits the main
 thread's CPU time into encoder calls and everything else (the Python overhead).
@@ -11,8 +13,7 @@ thread's CPU time into encoder calls and everything else (the Python overhead).
 from __future__ import annotations
 
 import argparse
-import os
-import resource
+import json
 import shutil
 import subprocess
 import sys
@@ -26,26 +27,66 @@ sys.path.insert(0, str(REPO))
 from recorder.encode import AudioSettings, VideoSettings, x264_params  # noqa: E402
 
 
+def timed(cmd: list[str], report: Path) -> list[str]:
+    return ["/usr/bin/time", "-o", str(report), "-f", "%e %U %S %M", *cmd]
+
+
+def read_time(report: Path) -> dict:
+    wall, user, sys_, rss_kb = report.read_text().split()[-4:]
+    return {"wall": float(wall), "cpu": float(user) + float(sys_), "rss_mb": int(rss_kb) / 1024}
+
+
 def run_child(cmd: list[str], cwd: Path | None = None) -> dict:
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-    _, status, ru = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    err = proc.stderr.read().decode()
-    if os.waitstatus_to_exitcode(status) != 0:
-        raise SystemExit(f"{cmd[0]} failed: {err}")
-    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss_mb": ru.ru_maxrss / 1024}
+    report = Path(tempfile.mktemp(prefix="bench-time-"))
+    r = subprocess.run(timed(cmd, report), cwd=cwd, stdout=subprocess.DEVNULL,
+                       stderr=subprocess.PIPE, text=True)
+    if r.returncode != 0:
+        raise SystemExit(f"{cmd[0]} failed: {r.stderr}")
+    result = read_time(report)
+    report.unlink()
+    return result
 
 
 def ours(width: int, height: int, seconds: float, out: Path, sealing: bool = True) -> dict:
     cfg = out / "bench.toml"
     out.mkdir(parents=True, exist_ok=True)
-    cfg.write_text(f"[video]\nwidth = {width}\nheight = {height}\n")
+    cfg.write_text(f"[video]\nwidth = {width}\nheight = {height}\n[storage]\nreserve_mb = 0\n")
     cmd = [sys.executable, "-m", "firmware", "record", "--sim", "--fast", "--duration", str(seconds),
-           "--config", str(cfg), "--out", str(out / "ev")]
+           "--config", str(cfg), "--out", str(out / "ev"), "--key-dir", str(out / "key"),
+           "--provision"]
     if not sealing:
         cmd.append("--no-seal")
     return run_child(cmd, cwd=REPO)
+
+
+def ffmpeg_args(v: VideoSettings, a: AudioSettings, seconds: float, out: Path) -> list[str]:
+    return ["-t", str(seconds), "-pix_fmt", "yuv420p",
+            "-c:v", "libx264", "-preset", v.preset, "-b:v", f"{v.bitrate_kbps}k", "-g", str(v.gop),
+            "-x264-params", x264_params(v),
+            "-c:a", "aac", "-b:a", f"{a.bitrate_kbps}k", "-ac", "1",
+            "-f", "segment", "-segment_time", "10", "-segment_format", "mpegts",
+            str(out / "%05d.ts")]
+
+
+def ffmpeg_same_input(width: int, height: int, seconds: float, out: Path) -> dict:
+    """ffmpeg encoding our simulated camera's own frames, piped from a generator process;
+    the generator's CPU is counted too, as ours renders the same frames itself."""
+    v, a = VideoSettings(width, height), AudioSettings()
+    out.mkdir(parents=True, exist_ok=True)
+    gen_report, enc_report = out / "gen.time", out / "enc.time"
+    gen = subprocess.Popen(timed([sys.executable, str(Path(__file__).with_name("sim_frames.py")),
+                                  f"{width}x{height}", str(int(seconds * v.fps))], gen_report),
+                           stdout=subprocess.PIPE, cwd=REPO)
+    enc = subprocess.Popen(timed(["ffmpeg", "-nostdin", "-v", "error", "-y",
+                                  "-f", "rawvideo", "-pix_fmt", "yuv420p", "-s", f"{width}x{height}",
+                                  "-r", str(v.fps), "-i", "pipe:0",
+                                  "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={a.sample_rate}",
+                                  *ffmpeg_args(v, a, seconds, out)], enc_report), stdin=gen.stdout)
+    gen.stdout.close()
+    if gen.wait() or enc.wait():
+        raise SystemExit("same-input ffmpeg run failed")
+    g, e = read_time(gen_report), read_time(enc_report)
+    return {"wall": e["wall"], "cpu": g["cpu"] + e["cpu"], "rss_mb": e["rss_mb"]}
 
 
 def ffmpeg(width: int, height: int, seconds: float, out: Path) -> dict:
@@ -54,12 +95,7 @@ def ffmpeg(width: int, height: int, seconds: float, out: Path) -> dict:
     cmd = ["ffmpeg", "-nostdin", "-v", "error", "-y",
            "-f", "lavfi", "-i", f"testsrc2=size={width}x{height}:rate={v.fps}",
            "-f", "lavfi", "-i", f"sine=frequency=440:sample_rate={a.sample_rate}",
-           "-t", str(seconds), "-pix_fmt", "yuv420p",
-           "-c:v", "libx264", "-preset", v.preset, "-b:v", f"{v.bitrate_kbps}k", "-g", str(v.gop),
-           "-x264-params", x264_params(v),
-           "-c:a", "aac", "-b:a", f"{a.bitrate_kbps}k", "-ac", "1",
-           "-f", "segment", "-segment_time", "10", "-segment_format", "mpegts",
-           str(out / "%05d.ts")]
+           *ffmpeg_args(v, a, seconds, out)]
     return run_child(cmd)
 
 
@@ -105,25 +141,37 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--sizes", default="1920x1080,1280x720")
     ap.add_argument("--sealing", action="store_true", help="also run ours with sealing off")
+    ap.add_argument("--overhead", metavar="WxH", help=argparse.SUPPRESS)  # child: in-process split
+    ap.add_argument("--out", type=Path, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.overhead:
+        w, h = (int(x) for x in args.overhead.split("x"))
+        print(json.dumps(overhead(w, h, args.seconds, args.out)))
+        return
     tmp = Path(tempfile.mkdtemp(prefix="bench-"))
     try:
         print(f"{args.seconds:g} s of 30 fps video + 48 kHz audio per run; cpu = user+sys seconds")
         for size in args.sizes.split(","):
             w, h = (int(x) for x in size.split("x"))
             f = ffmpeg(w, h, args.seconds, tmp / f"ff-{size}")
+            s = ffmpeg_same_input(w, h, args.seconds, tmp / f"ffsame-{size}")
             o = ours(w, h, args.seconds, tmp / f"ours-{size}")
             frames = args.seconds * 30
             print(f"\n{size}:")
-            for name, r in (("ffmpeg", f), ("ours", o)):
-                print(f"  {name:7s} {frames / r['wall']:7.1f} fps  {r['cpu'] / args.seconds:6.3f} "
+            for name, r in (("ffmpeg lavfi testsrc2", f), ("ffmpeg on our frames", s),
+                            ("ours (sealed)", o)):
+                print(f"  {name:22s} {frames / r['wall']:7.1f} fps  {r['cpu'] / args.seconds:6.3f} "
                       f"cpu-s per recorded s  peak RSS {r['rss_mb']:6.1f} MB")
-            print(f"  ratio ours/ffmpeg CPU: {o['cpu'] / f['cpu']:.3f}   wall: {o['wall'] / f['wall']:.3f}")
+            print(f"  ratio ours/ffmpeg CPU: {o['cpu'] / f['cpu']:.3f} (lavfi source), "
+                  f"{o['cpu'] / s['cpu']:.3f} (same input)")
             if args.sealing:
                 n = ours(w, h, args.seconds, tmp / f"noseal-{size}", sealing=False)
                 print(f"  sealing off: {n['cpu'] / args.seconds:6.3f} cpu-s per s; ratio sealing "
                       f"on/off {o['cpu'] / n['cpu']:.3f}; ours(no seal)/ffmpeg {n['cpu'] / f['cpu']:.3f}")
-            ov = overhead(w, h, args.seconds, tmp / f"ov-{size}")
+            ov = json.loads(subprocess.run(
+                [sys.executable, __file__, "--overhead", size, "--seconds", str(args.seconds),
+                 "--out", str(tmp / f"ov-{size}")], capture_output=True, text=True, check=True,
+                cwd=REPO).stdout)
             print(f"  main thread per frame: {ov['overhead_ms']:.2f} ms Python overhead (stamp, "
                   f"timeline, muxing), {ov['camera_ms']:.2f} ms simulated camera, "
                   f"{ov['encoder_main_ms']:.2f} ms inside encoder calls")

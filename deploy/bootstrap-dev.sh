@@ -6,7 +6,7 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
-apt_packages=(ffmpeg chrony espeak-ng sox shellcheck iproute2 tesseract-ocr tesseract-ocr-eng python3-venv)
+apt_packages=(ffmpeg chrony espeak-ng sox shellcheck iproute2 tesseract-ocr tesseract-ocr-eng python3-venv time)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do

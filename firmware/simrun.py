@@ -1,8 +1,10 @@
-"""``./run-sim``: record on simulated hardware and say where the evidence is.
+"""``./run-sim``: record on simulated hardware, verify the evidence, say where it is.
 
-A bench engineer's one command: picks a fresh output directory, records
-(real time by default, ``--fast`` for a virtual clock), and prints the
-directory. Any other ``bodycam record`` option passes through.
+A bench engineer's one command: picks a fresh directory, provisions a device
+key for the simulation beside the evidence, records (real time by default,
+``--fast`` for a virtual clock), runs the same verifier the dock station runs,
+and prints the evidence directory. Any other ``bodycam record`` option passes
+through.
 """
 from __future__ import annotations
 
@@ -18,10 +20,18 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="run-sim", description=__doc__.splitlines()[0],
                                 epilog="Other options are passed to 'bodycam record'.")
     p.add_argument("--duration", type=float, default=30.0, help="seconds to record (default 30)")
-    p.add_argument("--out", type=Path, help="evidence directory (default: out/sim-<UTC time>)")
+    p.add_argument("--out", type=Path,
+                   help="directory for evidence/ and identity/ (default: out/sim-<UTC time>)")
     args, rest = p.parse_known_args(argv)
-    out = args.out or Path("out") / f"sim-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
-    return cli.main(["record", "--sim", "--duration", str(args.duration), "--out", str(out), *rest])
+    base = args.out or Path("out") / f"sim-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
+    evidence, key_dir = base / "evidence", base / "identity"
+    status = cli.main(["record", "--sim", "--duration", str(args.duration), "--out", str(evidence),
+                       "--key-dir", str(key_dir), "--provision", *rest])
+    if status not in (cli.EXIT_OK, cli.EXIT_STORAGE):
+        return status
+    pub = key_dir / "device-key.pub.pem"
+    verdict = cli.main(["verify", str(evidence), "--pubkey", str(pub)])
+    return status or verdict
 
 
 if __name__ == "__main__":
