@@ -63,6 +63,9 @@ def build_parser() -> argparse.ArgumentParser:
     from firmware import evidence_cli
     evidence_cli.add_subcommands(sub)
 
+    _add_service_commands(sub, common)
+    from firmware import dock_cli; dock_cli.add_subcommands(sub)
+
     c = sub.add_parser("config", parents=[common], help="check or print the configuration")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
     chk = csub.add_parser("check", parents=[common], help="validate a configuration file")
@@ -71,6 +74,168 @@ def build_parser() -> argparse.ArgumentParser:
     dfl = csub.add_parser("defaults", parents=[common], help="print every key with its default and meaning")
     dfl.set_defaults(func=cmd_config_defaults)
     return p
+
+
+def _add_service_commands(sub, common) -> None:
+    run = sub.add_parser("run", parents=[common], help="run the device service (buttons, lamps, policy)",
+                         description="The device service: self-check, pre-event buffer, recording "
+                                     "on the officer's buttons, reasons, reminders, power watch.")
+    run.add_argument("--config", type=Path, help="TOML configuration file")
+    run.add_argument("--sim", action="store_true",
+                     help="simulated camera, microphone, battery and MockFactory pins (real time)")
+    run.add_argument("--out", type=Path, help="evidence directory (default: storage.dir)")
+    run.add_argument("--key-dir", type=Path, help="device key directory (default: identity.key_dir)")
+    run.add_argument("--provision", action="store_true", help="create the device key if there is none")
+    run.add_argument("--duration", type=float, metavar="SECONDS", help="shut down after this long")
+    run.set_defaults(func=cmd_run)
+    st = sub.add_parser("status", parents=[common], help="run the self-check and print it (journaled)")
+    st.add_argument("--config", type=Path, help="TOML configuration file")
+    st.add_argument("--sim", action="store_true", help="when no service runs: check simulated hardware")
+    st.add_argument("--out", type=Path, help="evidence directory (default: storage.dir)")
+    st.add_argument("--key-dir", type=Path, help="device key directory (default: identity.key_dir)")
+    st.add_argument("--provision", action="store_true", help=argparse.SUPPRESS)
+    st.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a running service")
+    st.set_defaults(func=cmd_status)
+    sc = sub.add_parser("scenario", parents=[common], help="run a scripted shift on simulated hardware",
+                        description="Run a shift script (see sim/scenario.py) faster than real time.")
+    sc.add_argument("file", type=Path)
+    sc.add_argument("--out", type=Path, required=True, help="new evidence directory")
+    sc.add_argument("--config", type=Path, help="TOML configuration (script 'set' lines override it)")
+    sc.set_defaults(func=cmd_scenario)
+
+
+def cmd_scenario(args) -> int:
+    from sim.scenario import run_file
+    return run_file(args.file, args.out, args.config)
+
+
+def _open_service(args, cfg, realtime=True):
+    """Devices, evidence and the Service for ``run``/``status`` (sim or the Pi)."""
+    from firmware import hardware, service_config
+    from firmware.evidence import open_evidence
+    from firmware.service import AplayAudioOut, Board, LoggedAudioOut, Service
+    from recorder.clock import TimeQuality
+
+    out = args.out or Path(cfg["storage"]["dir"])
+    config_mod.check_output_dir(out, "--out" if args.out else "storage.dir")
+    if args.sim:
+        from gpiozero.pins.mock import MockFactory, MockPWMPin
+        from sim.battery import SimulatedBattery
+        devices = hardware.simulated(cfg, realtime=realtime, time_quality=TimeQuality.NTP)
+        board = Board(SimulatedBattery(devices.timebase.now_ns), MockFactory(pin_class=MockPWMPin),
+                      LoggedAudioOut())
+    else:
+        from hw.battery import Max17048
+        devices = hardware.raspberry_pi(cfg)
+        board = Board(Max17048.from_config(config_mod.section(cfg, "battery")), None, AplayAudioOut())
+    key_dir = args.key_dir or Path(cfg["identity"]["key_dir"])
+    evidence = open_evidence(out, key_dir, devices.wall_clock, devices.timebase.now_ns,
+                             provision=args.provision,
+                             boot_payload={"device_id": cfg["device"]["id"],
+                                           "officer_id": cfg["device"]["officer_id"],
+                                           "simulated": bool(args.sim)})
+    return Service(cfg, evidence, devices, board, service_config.from_config(cfg)), out
+
+
+def _runtime(cfg) -> Path:
+    from firmware import service_config
+    return Path(service_config.from_config(cfg).runtime_dir)
+
+
+def cmd_run(args) -> int:
+    import fcntl
+    import os
+    from recorder.identity import IdentityError
+    from recorder.journal import JournalError
+
+    cfg = config_mod.load(args.config)
+    rt = _runtime(cfg)
+    try:
+        rt.mkdir(parents=True, exist_ok=True)
+        lock = open(rt / "service.pid", "a+")
+        fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        print(f"bodycam: a service is already running ({rt / 'service.pid'})", file=sys.stderr)
+        return EXIT_FAIL
+    except OSError as exc:
+        print(f"bodycam: cannot use runtime directory {rt}: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    lock.truncate(0)
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    try:
+        service, out = _open_service(args, cfg)
+    except (IdentityError, JournalError, OSError) as exc:
+        print(f"bodycam: cannot open the evidence store: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    status_file = rt / "status.txt"
+    service.status_sink = lambda result: _write_atomic(status_file, result.to_text() + "\n")
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: service.stop())
+    signal.signal(signal.SIGUSR1, lambda *_: service.check_requested.set())
+    until = None
+    try:
+        service.boot()
+        if args.duration is not None:
+            until = service.clock() + int(args.duration * 1e9)
+        service.run(until)
+    finally:
+        service.shutdown("stop")
+        lock.close()
+    print(out)
+    return EXIT_OK
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
+
+
+def cmd_status(args) -> int:
+    """Ask the running service for a fresh self-check (SIGUSR1), or run one here if none runs."""
+    import fcntl
+    import os
+    import time
+
+    cfg = config_mod.load(args.config)
+    rt = _runtime(cfg)
+    pid_file = rt / "service.pid"
+    if pid_file.exists():
+        with open(pid_file) as f:
+            try:
+                fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(f, fcntl.LOCK_UN)
+                running = None
+            except BlockingIOError:
+                running = int(f.read().strip() or 0) or None
+        if running:
+            status = rt / "status.txt"
+            before = status.stat().st_mtime_ns if status.exists() else 0
+            os.kill(running, signal.SIGUSR1)
+            deadline = time.monotonic() + args.timeout
+            while time.monotonic() < deadline:
+                if status.exists() and status.stat().st_mtime_ns != before:
+                    text = status.read_text()
+                    sys.stdout.write(text)
+                    return EXIT_OK if "NO-GO" not in text.splitlines()[0] else EXIT_FAIL
+                time.sleep(0.1)
+            print(f"bodycam: the service (pid {running}) did not answer within {args.timeout:.0f} s",
+                  file=sys.stderr)
+            return EXIT_FAIL
+    from recorder.identity import IdentityError
+    from recorder.journal import JournalError
+    try:
+        service, _ = _open_service(args, cfg)
+    except (IdentityError, JournalError, OSError) as exc:
+        print(f"bodycam: cannot open the evidence store: {exc}", file=sys.stderr)
+        return EXIT_FAIL
+    try:
+        result = service.boot()
+    finally:
+        service.shutdown("status")
+    sys.stdout.write(result.to_text() + "\n")
+    return EXIT_OK if result.go else EXIT_FAIL
 
 
 def cmd_config_check(args) -> int:

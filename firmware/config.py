@@ -110,6 +110,10 @@ SECTION_MODELS: dict[str, str] = {
     "battery": "hw.battery:BatteryConfig",
     "selfcheck": "firmware.selfcheck:SelfCheckThresholds",
     "reminder": "firmware.reminder:ReminderConfig",
+    "gps": "hw.gps:GpsConfig",
+    "time": "firmware.timesync:TimeConfig",
+    "service": "firmware.service_config:ServiceConfig",
+    "dock": "firmware.dock_link:DockSettings",
 }
 
 

@@ -18,7 +18,10 @@ class Devices:
 
 def simulated(cfg: dict, realtime: bool = True, wav: Path | None = None,
               camera_stalls: list[tuple[float, float]] | None = None,
-              mic_dead_from: float | None = None, wall_start_ns: int | None = None) -> Devices:
+              mic_dead_from: float | None = None, wall_start_ns: int | None = None,
+              time_quality=None) -> Devices:
+    """``time_quality``: a recorder.clock.TimeQuality the simulated wall clock reports (default
+    unsynced; the device service's self-check fails an unsynced clock, so scenarios pass NTP)."""
     from sim.camera import CameraFaults, SimCamera
     from sim.clock import SimTime
     from sim.microphone import MicFaults, SimMicrophone
@@ -29,10 +32,13 @@ def simulated(cfg: dict, realtime: bool = True, wav: Path | None = None,
     mic = SimMicrophone(a["sample_rate"], wav=wav, time_source=t,
                         faults=MicFaults(dead_from_s=mic_dead_from))
     if realtime and wall_start_ns is None:
-        wall: WallClock = SystemWallClock()
+        from recorder.clock import FixedQuality
+        wall: WallClock = SystemWallClock(FixedQuality(time_quality) if time_quality else None)
     else:
         import time
-        wall = SimulatedWallClock(wall_start_ns or time.time_ns(), t.now_ns())
+        from recorder.clock import FixedQuality
+        wall = SimulatedWallClock(wall_start_ns or time.time_ns(), t.now_ns(),
+                                  FixedQuality(time_quality) if time_quality else None)
     return Devices(cam, mic, t, wall)
 
 

@@ -17,6 +17,7 @@ import numpy as np
 
 from recorder.clock import WallClock
 from recorder.encode import AacEncoder, AudioSettings, H264Encoder, VideoSettings
+from recorder.prebuffer import Handover
 from recorder.segment_info import SegmentInfo, SegmentSink
 from recorder.segmenter import Segmenter, StreamFormat
 from recorder.stamp import Stamper
@@ -39,10 +40,16 @@ class Recording:
                  audio: AudioSettings, segment_seconds: int, t0_ns: int,
                  stamper: Stamper, wall_clock: WallClock, sink: SegmentSink | None = None,
                  position: Callable[[], str | None] | None = None,
-                 max_bridge_s: float = 0.5, mic_timeout_s: float = 2.0) -> None:
+                 max_bridge_s: float = 0.5, mic_timeout_s: float = 2.0,
+                 handover: Handover | None = None) -> None:
+        """``handover``: continue a pre-event capture session (its encoder keeps running and
+        its buffered packets become this recording's first frames); ``t0_ns`` is then ignored."""
         self.id = recording_id
         self.video, self.audio = video, audio
-        self.venc = H264Encoder(video)
+        self.slot_offset = 0  # encoder slot of this recording's slot 0
+        if handover is not None:
+            t0_ns, self.slot_offset = handover.t0_ns, handover.slot_offset
+        self.venc = handover.encoder if handover is not None else H264Encoder(video)
         self.aenc = AacEncoder(audio)
         fmt = StreamFormat(video.width, video.height, video.fps, audio.sample_rate,
                            self.venc.extradata, self.aenc.extradata)
@@ -55,6 +62,26 @@ class Recording:
         self._hold = np.zeros(0, dtype=np.int16)  # sound captured ahead of the encoded pictures
         self._last: np.ndarray | None = None
         self.stats = RecordingStats()
+        self.prebuffered_frames = 0
+        if handover is not None:
+            self._adopt(handover)
+
+    def _adopt(self, h: Handover) -> None:
+        """Write the pre-event buffer as this recording's first frames, then its sound."""
+        for f in h.frames:
+            self.segmenter.note_frame(f.slot - h.slot_offset, f.sample, f.repeated)
+            self.stats.frames += 1
+            self.stats.frames_repeated += int(f.repeated)
+        self.vt.next_slot = h.next_slot
+        self.prebuffered_frames = h.next_slot
+        self._last = h.last_frame
+        for pkt in h.packets:
+            self._write_video(pkt)
+        for samples, mono_ns in h.audio:
+            self.add_audio(samples, mono_ns)
+        if h.audio_end_ns is not None:   # sound not kept before the press: counted silence
+            self._add_silence(self.at.fill_until(self.at.expected_at(h.audio_end_ns)))
+        self._release_audio(self._video_samples())
 
     # -- video ---------------------------------------------------------------
     def add_frame(self, data: np.ndarray, mono_ns: int) -> Placement:
@@ -77,12 +104,20 @@ class Recording:
         sample = self.wall_clock.at(mono_ns)
         self.stamper.apply(data, sample, self.position())
         self.segmenter.note_frame(slot, sample, repeated)
-        for pkt in self.venc.encode(data, slot * self.video.frame_ticks):
-            self.segmenter.write("v", pkt)
+        for pkt in self.venc.encode(data, (slot + self.slot_offset) * self.video.frame_ticks):
+            self._write_video(pkt)
         self._last = data
         self.stats.frames += 1
         self.stats.frames_repeated += int(repeated)
         self._release_audio(self._video_samples())
+
+    def _write_video(self, pkt) -> None:
+        """Packets carry encoder-session PTS; the recording's media time starts at its slot 0."""
+        if self.slot_offset:
+            shift = self.slot_offset * self.video.frame_ticks
+            pkt.pts -= shift
+            pkt.dts -= shift
+        self.segmenter.write("v", pkt)
 
     def _video_samples(self) -> int:
         """Samples that belong under the frames encoded so far."""
@@ -136,7 +171,7 @@ class Recording:
         self._release_audio(target)
         self._hold = self._hold[:0]
         for pkt in self.venc.flush():
-            self.segmenter.write("v", pkt)
+            self._write_video(pkt)
         for pkt in self.aenc.flush():
             self.segmenter.write("a", pkt)
         return self.segmenter.finish()

@@ -221,9 +221,16 @@ class Segmenter:
             self._repeats[index] = self._repeats.get(index, 0) + 1
 
     def note_silence(self, first_sample: int, count: int) -> None:
-        """Record that ``count`` samples from ``first_sample`` were filled with silence."""
-        index = first_sample // self.samples_per_segment
-        self._silence[index] = self._silence.get(index, 0) + count
+        """Record that ``count`` samples from ``first_sample`` were filled with silence.
+
+        A fill longer than what is left of a segment (e.g. a pre-event buffer kept without
+        sound) is split at segment boundaries, so each record counts its own silence."""
+        while count > 0:
+            index = first_sample // self.samples_per_segment
+            n = min(count, (index + 1) * self.samples_per_segment - first_sample)
+            self._silence[index] = self._silence.get(index, 0) + n
+            first_sample += n
+            count -= n
 
     def write(self, kind: str, pkt: av.Packet) -> None:
         """Accept a video ('v', PTS in 1/90000) or audio ('a', PTS in samples) packet."""

@@ -18,15 +18,18 @@ Layout under the root::
 """
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
 import os
 import re
 import shutil
+import threading
 from pathlib import Path
 from typing import BinaryIO
 
-from recorder import records
-from recorder.journal import Journal, JournalError
+from recorder import receipt, records
+from recorder.journal import Journal, JournalError, fsync_dir
 
 log = logging.getLogger(__name__)
 
@@ -55,7 +58,7 @@ class OverwriteRefused(TamperRefused):
 
 
 class ReclaimRequiresDockReceipt(StoreError):
-    """Space is freed only against a verified dock receipt (not implemented: docking issue)."""
+    """Space is freed only against a verified dock receipt; none (or no way to check it) was given."""
 
 
 class EvidenceStore:
@@ -64,6 +67,7 @@ class EvidenceStore:
     def __init__(self, root: Path | str, journal: Journal) -> None:
         self.root = Path(root)
         self.journal = journal
+        self._reclaim_lock = threading.Lock()
         (self.root / RECORDINGS_DIR).mkdir(parents=True, exist_ok=True)
 
     # ---- where things go ---------------------------------------------------
@@ -121,15 +125,67 @@ class EvidenceStore:
                 if os.path.lexists(target) else "only exclusive creation ('xb') may write"))
         return open(target, mode)
 
-    def reclaim(self, dock_receipt: object = None) -> None:
-        """Free space for recordings the dock has verified and stored.
+    def reclaim(self, dock_receipt: bytes | None = None, *,
+                validator: "receipt.ReceiptValidator | None" = None,
+                peer_dock_id: str | None = None) -> "receipt.PurgeResult":
+        """Free space for files the dock has verified and stored, against its signed receipt.
 
-        Not implemented: it belongs to the docking issue and needs a dock receipt
-        (signed by the dock, naming journal records and segment hashes) verified here.
+        ``dock_receipt`` is the receipt's wire bytes; ``validator`` holds the agency
+        CA and this session's nonces. A refused receipt removes nothing, leaves a
+        ``dock-receipt-refused`` record and raises the named ``receipt.ReceiptRefused``.
+        An accepted one is journaled (``dock-receipt``), then every file about to be
+        removed is journaled (``purge``) *before* it is unlinked, so a power cut in
+        between leaves files that are released but still present and still verify.
         """
-        raise ReclaimRequiresDockReceipt(
-            "reclaiming space requires a verified dock receipt (docking issue); "
-            "nothing was removed")
+        if dock_receipt is None or validator is None:
+            raise ReclaimRequiresDockReceipt(
+                "reclaiming space requires a dock receipt and a validator; nothing was removed")
+        with self._reclaim_lock:
+            try:
+                signed = validator.validate(dock_receipt, self.root, self.journal.path, peer_dock_id)
+            except receipt.ReceiptRefused as exc:
+                self._journal_refusal(dock_receipt, exc)
+                raise
+            r = signed.receipt
+            accepted = self.journal.append(receipt.DOCK_RECEIPT, {
+                "receipt": r.as_dict(), "receipt_sha256": hashlib.sha256(signed.message).hexdigest(),
+                "signature": base64.b64encode(signed.signature).decode("ascii"),
+                "dock_cert": signed.dock_cert_pem.decode("ascii"), "accepted": True})
+            files = [f.as_dict() for f in r.files]
+            purge = self.journal.append(receipt.PURGE, {
+                "receipt_seq": accepted.seq, "dock": r.dock, "files": files,
+                "bytes": sum(f.size for f in r.files)})
+            removed, failed = [], []
+            for f in r.files:
+                path = self.root / f.path
+                try:
+                    os.unlink(path)
+                    removed.append(f)
+                except OSError as exc:
+                    failed.append({**f.as_dict(), "error": str(exc)})
+            for d in sorted({(self.root / f.path).parent for f in removed}):
+                try:
+                    fsync_dir(d)
+                except OSError as exc:
+                    log.error("store: fsync of %s after purge failed: %s", d, exc)
+            if failed:
+                log.error("store: %d released files could not be removed; they stay and still verify",
+                          len(failed))
+                self.journal.append(receipt.PURGE_FAILED, {"purge_seq": purge.seq, "files": failed})
+            log.info("store: purged %d files (%d bytes) against dock %s receipt (record %d)",
+                     len(removed), sum(f.size for f in removed), r.dock, accepted.seq)
+            return receipt.PurgeResult(accepted.seq, purge.seq, tuple(removed),
+                                       tuple(x["path"] for x in failed))
+
+    def _journal_refusal(self, wire: bytes, exc: "receipt.ReceiptRefused") -> None:
+        digest = hashlib.sha256(wire if isinstance(wire, (bytes, bytearray)) else b"").hexdigest()
+        log.warning("store: dock receipt %s refused: %s: %s", digest[:16], exc.reason, exc)
+        try:
+            self.journal.append(receipt.DOCK_RECEIPT_REFUSED, {
+                "reason": exc.reason, "detail": str(exc)[:500], "wire_sha256": digest,
+                "removed": []})
+        except (JournalError, ValueError) as jexc:
+            log.error("store: could not journal the refused receipt: %s", jexc)
 
     def _journal_attempt(self, action: str, path: Path | str, actor: str,
                          why: str) -> tuple[str, int | None]:

@@ -26,6 +26,7 @@ from pathlib import Path
 from cryptography.exceptions import InvalidSignature
 
 from recorder import records
+from recorder.receipt import ReleasedFiles
 from recorder.identity import device_id_for, load_public_key_pem
 from recorder.journal import JOURNAL_NAME
 from recorder.records import GENESIS_PREV, MalformedLine, Record
@@ -155,6 +156,8 @@ class _Walker:
         self.result = VerificationResult(root, self.device_id)
         self.attested: dict[str, int] = {}
         self.last_segment: dict[str, dict] = {}
+        self.released = ReleasedFiles.scan(root / JOURNAL_NAME)   # purged against dock receipts
+        self.absent_released = 0
 
     def run(self) -> None:
         journal = self.root / JOURNAL_NAME
@@ -185,8 +188,11 @@ class _Walker:
         if self.anchor:
             self.result.checks.append(f"anchor: record #{self.anchor[0]} matches")
         self.result.files = len(self.attested)
-        self.result.checks.append(f"files: {len(self.attested)} attested files present with "
-                                  "matching size and SHA-256")
+        self.result.checks.append(f"files: {len(self.attested) - self.absent_released} attested files "
+                                  "present with matching size and SHA-256")
+        if self.absent_released:
+            self.result.checks.append(f"released: {self.absent_released} files purged against signed "
+                                      "dock receipts")
         self._check_no_extra()
         self.result.checks.append("no file without a record")
         self.result.checks.append(f"media: {len(self.last_segment)} recordings continuous "
@@ -228,6 +234,9 @@ class _Walker:
                                            file=rel, expected=self.attested.get(rel))
             self.attested[rel] = rec.seq
             path = self.root / rel
+            if not os.path.lexists(path) and self.released.covers(rel, f["sha256"], f["size"], rec.seq):
+                self.absent_released += 1
+                continue
             if not path.is_file() or path.is_symlink():
                 raise SegmentMissing(f"attested {f.get('role', 'file')} is missing", seq=rec.seq,
                                      line_no=line_no, file=rel)

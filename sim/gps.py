@@ -183,7 +183,12 @@ class _PtyWriter:
             raise
 
     def close(self) -> None:
-        for fd in (self.master, self.slave):
+        """Close both ends once. A second call must not close again: the numbers may
+        already belong to another file (a double close once broke an unrelated socket)."""
+        fds, self.master, self.slave = (self.master, self.slave), -1, -1
+        for fd in fds:
+            if fd < 0:
+                continue
             try:
                 os.close(fd)
             except OSError:

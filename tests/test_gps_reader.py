@@ -70,11 +70,10 @@ class PtyGps:
         self.stop.set()
         self.thread.join(5)
         assert not self.thread.is_alive(), "reader loop did not stop"
-        for fd in (self.master, self.slave):
-            try:
+        fds, self.master, self.slave = (self.master, self.slave), -1, -1
+        for fd in fds:  # once only: a reused fd number may belong to someone else
+            if fd >= 0:
                 os.close(fd)
-            except OSError:
-                pass
 
 
 @pytest.fixture

@@ -1,0 +1,5 @@
+import sys
+
+from dockstation.cli import main
+
+sys.exit(main())
