@@ -54,6 +54,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="with --sim: the camera delivers nothing from AT for SECONDS")
     r.add_argument("--mic-dead-from", type=float, metavar="SECONDS",
                    help="with --sim: the microphone delivers nothing from this time on")
+    r.add_argument("--sim-gps", metavar="SCENARIO",
+                   choices=["cold_start", "fix_acquired", "tunnel", "bad_checksums", "clock_jump"],
+                   help="with --sim: a simulated GPS receiver on a pty (position on the stamp)")
     r.add_argument("--key-dir", type=Path, help="device key directory (default: identity.key_dir)")
     r.add_argument("--provision", action="store_true",
                    help="create the device key if there is none (bench and simulation)")
@@ -250,11 +253,6 @@ def cmd_config_defaults(args) -> int:
 
 def cmd_record(args) -> int:
     from firmware import hardware
-    from firmware.evidence import open_evidence
-    from recorder.identity import IdentityError
-    from recorder.journal import JournalError
-    from recorder.pipeline import Pipeline
-    from recorder.segmenter import StorageError
 
     cfg = config_mod.load(args.config)
     out = args.out or Path(cfg["storage"]["dir"])
@@ -262,9 +260,22 @@ def cmd_record(args) -> int:
     if args.sim:
         devices = hardware.simulated(cfg, realtime=not args.fast, wav=args.audio_wav,
                                      camera_stalls=args.camera_stall,
-                                     mic_dead_from=args.mic_dead_from)
+                                     mic_dead_from=args.mic_dead_from, gps_scenario=args.sim_gps)
     else:
         devices = hardware.raspberry_pi(cfg)
+    try:
+        return _record(args, cfg, out, devices)
+    finally:
+        devices.close()
+
+
+def _record(args, cfg, out, devices) -> int:
+    from firmware.evidence import open_evidence
+    from recorder.identity import IdentityError
+    from recorder.journal import JournalError
+    from recorder.pipeline import Pipeline
+    from recorder.segmenter import StorageError
+
     evidence = None
     if not args.no_seal:
         key_dir = args.key_dir or Path(cfg["identity"]["key_dir"])
@@ -283,6 +294,7 @@ def cmd_record(args) -> int:
     reserve = cfg["storage"]["reserve_mb"] * 1024 * 1024
     pipeline = Pipeline(config_mod.pipeline_settings(cfg), devices.camera, devices.microphone,
                         devices.timebase, devices.wall_clock, out, stop=stop,
+                        position=devices.position,
                         sink=evidence.sealer if evidence else None,
                         on_event=evidence.record if evidence else None,
                         storage_low=(lambda: evidence.store.nearly_full(reserve)) if evidence else None)

@@ -121,6 +121,7 @@ class Service:
         self.bitrate = (cfg["video"]["bitrate_kbps"] + cfg["audio"]["bitrate_kbps"]) * 1000
         self.pipeline = Pipeline(settings, devices.camera, devices.microphone, devices.timebase,
                                  devices.wall_clock, evidence.store.root, sink=evidence.sealer,
+                                 position=devices.position,
                                  on_event=self._pipeline_event, storage_low=self._storage_at_reserve)
         self.pipeline.audio_tap = self._audio_in
         self.states = StateMachine(self._journal, self.clock, self.sc.reason_timeout_s,

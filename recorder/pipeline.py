@@ -100,7 +100,8 @@ class Pipeline:
         rid = new_recording_id(self.wall_clock.at(t_first).wall_ns)
         rec = Recording(self.out_dir / "recordings" / rid, rid, self.s.video, self.s.audio, self.s.segment_seconds,
                         t0_ns, self.stamper, self.wall_clock, self.sink, self.position,
-                        self.s.max_bridge_s, self.s.mic_timeout_s, handover=handover)
+                        self.s.max_bridge_s, self.s.mic_timeout_s, handover=handover,
+                        on_clock_step=self._clock_stepped)
         self.results.append(RecordingResult(rid, "recording"))
         log.info("recording %s started in %s (%d pre-event frames)", rid,
                  self.out_dir / "recordings" / rid, rec.prebuffered_frames)
@@ -111,6 +112,11 @@ class Pipeline:
         payload.update(detail or {})
         self.on_event("recording-start", payload)
         return rec
+
+    def _clock_stepped(self, step: dict) -> None:
+        log.warning("wall clock stepped by %+.3f s during recording %s; media time unaffected",
+                    step["delta_ns"] / 1e9, step["recording_id"])
+        self.on_event("clock-step", step)
 
     def _end(self, rec: Recording, cause: str) -> None:
         result = self.results[-1]

@@ -35,13 +35,19 @@ class RecordingStats:
     silence_samples: int = 0
 
 
+CLOCK_STEP_NS = 100_000_000
+"""Wall-minus-monotonic changing more than this between two frames is a step, not slewing
+(chrony slews at most 83 ms per second, under 3 ms per frame)."""
+
+
 class Recording:
     def __init__(self, directory: Path, recording_id: str, video: VideoSettings,
                  audio: AudioSettings, segment_seconds: int, t0_ns: int,
                  stamper: Stamper, wall_clock: WallClock, sink: SegmentSink | None = None,
                  position: Callable[[], str | None] | None = None,
                  max_bridge_s: float = 0.5, mic_timeout_s: float = 2.0,
-                 handover: Handover | None = None) -> None:
+                 handover: Handover | None = None,
+                 on_clock_step: Callable[[dict], None] | None = None) -> None:
         """``handover``: continue a pre-event capture session (its encoder keeps running and
         its buffered packets become this recording's first frames); ``t0_ns`` is then ignored."""
         self.id = recording_id
@@ -62,6 +68,8 @@ class Recording:
         self._hold = np.zeros(0, dtype=np.int16)  # sound captured ahead of the encoded pictures
         self._last: np.ndarray | None = None
         self.stats = RecordingStats()
+        self.on_clock_step = on_clock_step or (lambda step: None)
+        self._wall_offset: int | None = None  # wall - monotonic at the last frame
         self.prebuffered_frames = 0
         if handover is not None:
             self._adopt(handover)
@@ -102,6 +110,7 @@ class Recording:
 
     def _encode(self, slot: int, data: np.ndarray, mono_ns: int, repeated: bool = False) -> None:
         sample = self.wall_clock.at(mono_ns)
+        self._watch_wall_clock(slot, sample)
         self.stamper.apply(data, sample, self.position())
         self.segmenter.note_frame(slot, sample, repeated)
         for pkt in self.venc.encode(data, (slot + self.slot_offset) * self.video.frame_ticks):
@@ -110,6 +119,18 @@ class Recording:
         self.stats.frames += 1
         self.stats.frames_repeated += int(repeated)
         self._release_audio(self._video_samples())
+
+    def _watch_wall_clock(self, slot: int, sample) -> None:
+        """Report a step of the wall clock between two frames (first GPS fix, NTP step, manual
+        set): the stamp follows the new time, the media timeline does not move."""
+        offset = sample.wall_ns - sample.mono_ns
+        if self._wall_offset is not None and abs(offset - self._wall_offset) > CLOCK_STEP_NS:
+            self.on_clock_step({"recording_id": self.id, "slot": slot, "mono_ns": sample.mono_ns,
+                                "old_wall_ns": sample.mono_ns + self._wall_offset,
+                                "new_wall_ns": sample.wall_ns,
+                                "delta_ns": offset - self._wall_offset,
+                                "time_quality": sample.quality.value})
+        self._wall_offset = offset
 
     def _write_video(self, pkt) -> None:
         """Packets carry encoder-session PTS; the recording's media time starts at its slot 0."""

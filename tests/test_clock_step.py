@@ -33,8 +33,23 @@ def stepped(tmp_path_factory):
     mono0 = 5_000_000_000  # conftest's SimTime start
     clock = SteppingClock(WALL_START_NS, mono0, mono0 + int(STEP_AT_S * 1e9), int(STEP_S * 1e9))
     p = sim_pipeline(out, width=1280, height=720, segment_seconds=2, bitrate_kbps=6000, wall=clock)
+    events = []
+    p.on_event = lambda kind, payload: events.append((kind, payload))
     results = p.run(6)
+    p.events = events
     return out, p, results
+
+
+def test_the_step_is_reported_with_old_and_new_time(stepped):
+    _, p, results = stepped
+    steps = [payload for kind, payload in p.events if kind == "clock-step"]
+    assert len(steps) == 1
+    (step,) = steps
+    assert step["recording_id"] == results[0].recording_id
+    assert step["slot"] == 90                       # the first frame at or after 3 s
+    assert step["delta_ns"] == int(STEP_S * 1e9)
+    assert step["new_wall_ns"] - step["old_wall_ns"] == step["delta_ns"]
+    assert step["old_wall_ns"] - WALL_START_NS == pytest.approx(3e9, abs=1e6)
 
 
 def test_media_timestamps_run_on_across_the_step(stepped):
