@@ -176,17 +176,55 @@ def cmd_run(args) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: service.stop())
     signal.signal(signal.SIGUSR1, lambda *_: service.check_requested.set())
+    watchdog = _supervise(service)
+    docking = None if args.sim else _dock_watcher(cfg, service)
     until = None
     try:
         service.boot()
+        watchdog.notifier.ready("recording service up")
         if args.duration is not None:
             until = service.clock() + int(args.duration * 1e9)
         service.run(until)
     finally:
+        watchdog.notifier.stopping()
+        watchdog.stop()
+        if docking is not None:
+            docking.close()
         service.shutdown("stop")
+        service.dev.close()
         lock.close()
     print(out)
     return EXIT_OK
+
+
+def _supervise(service):
+    """systemd watchdog: pinged only while the service loop keeps going round (a hung
+    pipeline stops the pings, systemd restarts the unit, and the next boot record says
+    the previous session did not end cleanly)."""
+    from firmware.watchdog import Heartbeat, SystemdNotifier, Watchdog
+
+    loop = Heartbeat("service-loop")
+    service.tick_hooks.append(lambda now_ns: loop.beat())
+    watchdog = Watchdog(SystemdNotifier.from_environment())
+    watchdog.watch(loop)
+    watchdog.start()
+    return watchdog
+
+
+def _dock_watcher(cfg, service):
+    """On the Pi: dock when a host configures the USB gadget, and serve the dock link."""
+    from firmware.dock_link import DockLink
+    from firmware.docking import DockWatcher
+    from hw.usb_gadget import UsbHostLink
+
+    settings = config_mod.section(cfg, "dock")
+    if not settings.enabled:
+        return None
+    key_file = Path(cfg["identity"]["key_dir"]) / "device-key.pem"
+    watcher = DockWatcher(UsbHostLink(), service.dock, service.undock,
+                          lambda: DockLink(settings, service.ev, key_file=key_file))
+    service.tick_hooks.append(watcher.tick)
+    return watcher
 
 
 def _write_atomic(path: Path, text: str) -> None:

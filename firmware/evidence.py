@@ -13,7 +13,7 @@ from typing import Callable
 
 from recorder import identity, records
 from recorder.clock import WallClock
-from recorder.journal import Journal, JournalError
+from recorder.journal import JOURNAL_NAME, Journal, JournalError, last_record
 from recorder.salvage import SalvageResult, recover
 from recorder.seal import Sealer
 from recorder.store import EvidenceStore
@@ -41,6 +41,20 @@ class Evidence:
         self.journal.close()
 
 
+def _previous_session(journal_path: Path) -> dict:
+    """How the last session ended: a shutdown record last means cleanly; anything else means
+    it was cut off (killed, hung and restarted by the watchdog, or the power went)."""
+    try:
+        last = last_record(journal_path)
+    except (JournalError, ValueError) as exc:  # a torn tail is recovered by Journal.open
+        return {"ended": "abnormally", "last_seq": None, "last_type": None, "note": str(exc)}
+    if last is None:  # no whole record: a new journal, or one whose only line was torn
+        torn = journal_path.exists() and journal_path.stat().st_size > 0
+        return {"ended": "abnormally", "last_seq": None, "last_type": None} if torn else {"ended": "none"}
+    ended = "cleanly" if last.type == records.SHUTDOWN else "abnormally"
+    return {"ended": ended, "last_seq": last.seq, "last_type": last.type}
+
+
 def open_evidence(root: Path, key_dir: Path, wall_clock: WallClock,
                   monotonic_ns: Callable[[], int], provision: bool = False,
                   boot_payload: dict | None = None) -> Evidence:
@@ -52,10 +66,15 @@ def open_evidence(root: Path, key_dir: Path, wall_clock: WallClock,
             raise
         signer = identity.provision(key_dir)
         log.warning("provisioned a new device key in %s", key_dir)
+    previous = _previous_session(Path(root) / JOURNAL_NAME)
     journal = Journal.open(root, signer, wall_clock, monotonic_ns)
     store = EvidenceStore(root, journal)
     sealer = Sealer(store, journal)
-    journal.append(records.BOOT, boot_payload or {})
+    journal.append(records.BOOT, {**(boot_payload or {}), "previous_session": previous})
+    if previous.get("ended") == "abnormally":
+        log.warning("the previous session did not shut down (last record #%s, %s): "
+                    "crash, watchdog restart or power loss", previous["last_seq"],
+                    previous["last_type"])
     salvaged = recover(store, sealer, journal)
     for r in salvaged:
         log.warning("recovered after power loss: %s", r.source)

@@ -291,6 +291,19 @@ class Journal:
         return iter_records(self.path)
 
 
+def last_record(path: Path | str) -> Record | None:
+    """The last whole record of a journal file (None if there is none), read from the end."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except FileNotFoundError:
+        return None
+    try:
+        _, line = _read_last_line(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+    return records.parse_line(line) if line else None
+
+
 def iter_records(path: Path | str) -> Iterator[Record]:
     """Parse every whole line of a journal file; MalformedLine on the first bad one."""
     with open(path, "rb") as f:

@@ -111,3 +111,11 @@ def test_cli_records_quietly_and_prints_the_directory(tmp_path):
     assert r.stdout == f"{tmp_path / 'ev'}\n"
     assert "provisioned a new device key" in r.stderr  # the one warning: a key was made
     assert len(list((tmp_path / "ev").glob("recordings/*/*.ts"))) == 2
+    again = run_cli("record", "--sim", "--fast", "--duration", "2", "--config", str(f),
+                    "--out", str(tmp_path / "ev"), "--key-dir", str(tmp_path / "key"))
+    assert again.returncode == 0 and again.stderr == ""
+    from recorder.journal import iter_records
+    boots = [r.payload["previous_session"] for r in iter_records(tmp_path / "ev" / "journal.log")
+             if r.type == "boot"]
+    assert boots == [{"ended": "none"}, {"ended": "cleanly", "last_seq": boots[1]["last_seq"],
+                                         "last_type": "shutdown"}]

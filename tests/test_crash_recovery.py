@@ -124,6 +124,9 @@ def test_sigkill_at_many_points_loses_nothing_sealed(tmp_path):
         path = root / "evidence" / s["path"]
         assert ffmpeg_errors(path) == "", path
         assert decoded_counts(path)[0] == s["video_frames"]
+    boots = [x.payload["previous_session"]["ended"] for x in records if x.type == "boot"]
+    assert boots.count("abnormally") == kills        # every kill is visible at the next boot
+    assert boots[0] in ("none", "abnormally") and "cleanly" not in boots
     interruptions = [x.payload for x in records if x.type == "interruption"]
     assert sum(1 for i in interruptions if i.get("cause") == "power-loss") >= 12
     # media lost per real-time crash: what the camera delivered minus what survived
