@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+import inspect
 import os
 import tomllib
 from dataclasses import dataclass
@@ -113,6 +114,7 @@ SECTION_MODELS: dict[str, str] = {
     "gps": "hw.gps:GpsConfig",
     "time": "firmware.timesync:TimeConfig",
     "service": "firmware.service_config:ServiceConfig",
+    "gadget": "hw.usb_gadget:GadgetSettings",   # also read by the root gadget unit
     "dock": "firmware.dock_link:DockSettings",
 }
 
@@ -123,8 +125,9 @@ def _model(section: str):
 
 
 def _model_defaults(section: str) -> dict[str, Any]:
-    return {f.name: f.default for f in dataclasses.fields(_model(section))
-            if f.default is not dataclasses.MISSING}
+    """Defaults as they are written in TOML (paths as strings)."""
+    return {f.name: str(f.default) if isinstance(f.default, os.PathLike) else f.default
+            for f in dataclasses.fields(_model(section)) if f.default is not dataclasses.MISSING}
 
 
 def defaults() -> dict[str, dict[str, Any]]:
@@ -135,7 +138,10 @@ def defaults() -> dict[str, dict[str, Any]]:
 
 def section(cfg: dict[str, dict[str, Any]], name: str):
     """The validated settings object of a delegated section (e.g. ``section(cfg, "controls")``)."""
-    return _model(name).from_mapping(cfg[name])
+    model = _model(name)
+    if "device_id" in inspect.signature(model.from_mapping).parameters:
+        return model.from_mapping(cfg[name], device_id=cfg["device"]["id"])
+    return model.from_mapping(cfg[name])
 
 
 def _same_type(default: Any, value: Any) -> bool:
@@ -156,8 +162,12 @@ def validate(data: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{sec}] must be a table")
         if sec in SECTION_MODELS:
+            model = _model(sec)
+            extra = {}
+            if "device_id" in inspect.signature(model.from_mapping).parameters:
+                extra["device_id"] = data.get("device", {}).get("id", SCHEMA["device"]["id"].default)
             try:
-                _model(sec).from_mapping(table)
+                model.from_mapping(table, **extra)
             except (ValueError, TypeError) as exc:
                 where = "" if f"[{sec}]" in str(exc) else f"[{sec}] "
                 raise ConfigError(f"{source}: {where}{exc}") from None
