@@ -46,19 +46,25 @@ class SimCamera:
 
     # -- pattern, built once -------------------------------------------------
     def _make_luma_strip(self) -> np.ndarray:
-        """A diagonal luma ramp wider than the frame; each frame is a shifted window of it."""
+        """A diagonal luma ramp wider than the frame; each frame is a shifted window of it.
+
+        Built row by row from one period-long lookup, so making it never needs more memory
+        than the strip itself (a simulator should not inflate the recorder's measured RSS)."""
         w, h = self.width + _PERIOD, self.height
-        x = np.arange(w, dtype=np.int32)[None, :]
-        y = np.arange(h, dtype=np.int32)[:, None]
-        ramp = ((x + y) % _PERIOD) * 219 // _PERIOD + 16
-        bars = ((x // 64) % 2) * 20
-        return (ramp - bars).clip(16, 235).astype(np.uint8)
+        x = np.arange(w)
+        level = (np.arange(2 * _PERIOD) % _PERIOD * 219 // _PERIOD + 16).astype(np.int16)
+        bars = ((x // 64) % 2 * 20).astype(np.int16)
+        strip = np.empty((h, w), dtype=np.uint8)
+        for y in range(h):
+            row = np.resize(level[y % _PERIOD:y % _PERIOD + _PERIOD], w)
+            strip[y] = (row - bars).clip(16, 235)
+        return strip
 
     def _make_chroma(self) -> np.ndarray:
         cw, ch = self.width // 2, self.height // 2
-        u = np.linspace(64, 192, cw, dtype=np.float32)[None, :].repeat(ch, 0)
-        v = np.linspace(192, 64, ch, dtype=np.float32)[:, None].repeat(cw, 1)
-        return np.concatenate([u.reshape(-1), v.reshape(-1)]).astype(np.uint8)
+        u = np.broadcast_to(np.linspace(64, 192, cw).astype(np.uint8), (ch, cw))
+        v = np.broadcast_to(np.linspace(192, 64, ch).astype(np.uint8)[:, None], (ch, cw))
+        return np.concatenate([u.reshape(-1), v.reshape(-1)])
 
     def _make_digits(self) -> list[np.ndarray]:
         size = max(12, self.height // 20)
