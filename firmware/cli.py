@@ -120,7 +120,7 @@ def _open_service(args, cfg, realtime=True):
     from recorder.clock import TimeQuality
 
     out = args.out or Path(cfg["storage"]["dir"])
-    config_mod.check_output_dir(out, "--out" if args.out else "storage.dir")
+    out = config_mod.check_output_dir(out, "--out" if args.out else "storage.dir")
     if args.sim:
         from gpiozero.pins.mock import MockFactory, MockPWMPin
         from sim.battery import SimulatedBattery
@@ -294,7 +294,7 @@ def cmd_record(args) -> int:
 
     cfg = config_mod.load(args.config)
     out = args.out or Path(cfg["storage"]["dir"])
-    config_mod.check_output_dir(out, "--out" if args.out else f"{args.config}: storage.dir")
+    out = config_mod.check_output_dir(out, "--out" if args.out else f"{args.config}: storage.dir")
     if args.sim:
         devices = hardware.simulated(cfg, realtime=not args.fast, wav=args.audio_wav,
                                      camera_stalls=args.camera_stall,

@@ -221,14 +221,16 @@ def load(path: Path | None) -> dict[str, dict[str, Any]]:
     return validate(data, str(path))
 
 
-def check_output_dir(path: Path, source: str = "storage.dir") -> None:
-    """Make sure recordings can be written there before the first frame is lost."""
+def check_output_dir(path: Path, source: str = "storage.dir") -> Path:
+    """Make sure recordings can be written there before the first frame is lost; returns the
+    absolute path (journal records name files relative to it, whatever the working directory)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
         raise ConfigError(f"{source}: cannot create output directory {path}: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
         raise ConfigError(f"{source}: output directory {path} is not writable")
+    return path.resolve()
 
 
 def pipeline_settings(c: dict[str, dict[str, Any]]) -> PipelineSettings:

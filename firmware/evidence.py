@@ -66,7 +66,8 @@ def open_evidence(root: Path, key_dir: Path, wall_clock: WallClock,
             raise
         signer = identity.provision(key_dir)
         log.warning("provisioned a new device key in %s", key_dir)
-    previous = _previous_session(Path(root) / JOURNAL_NAME)
+    root = Path(root).resolve()
+    previous = _previous_session(root / JOURNAL_NAME)
     journal = Journal.open(root, signer, wall_clock, monotonic_ns)
     store = EvidenceStore(root, journal)
     sealer = Sealer(store, journal)

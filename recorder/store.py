@@ -65,7 +65,7 @@ class EvidenceStore:
     """The evidence directory of one device. All refusals are journaled."""
 
     def __init__(self, root: Path | str, journal: Journal) -> None:
-        self.root = Path(root)
+        self.root = Path(root).resolve()
         self.journal = journal
         self._reclaim_lock = threading.Lock()
         (self.root / RECORDINGS_DIR).mkdir(parents=True, exist_ok=True)

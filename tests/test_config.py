@@ -119,3 +119,18 @@ def test_cli_records_quietly_and_prints_the_directory(tmp_path):
              if r.type == "boot"]
     assert boots == [{"ended": "none"}, {"ended": "cleanly", "last_seq": boots[1]["last_seq"],
                                          "last_type": "shutdown"}]
+
+
+def test_relative_output_directory_records_verifiable_evidence(tmp_path):
+    """Journal paths are relative to the evidence root, not to wherever the command ran."""
+    f = write(tmp_path, "[video]\nwidth = 320\nheight = 240\n[segment]\nseconds = 2\n")
+    cmd = [sys.executable, "-m", "firmware", "record", "--sim", "--fast", "--duration", "3",
+           "--config", str(f), "--out", "rel/ev", "--key-dir", "rel/key", "--provision"]
+    r = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp_path,
+                       env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip() == str(tmp_path / "rel" / "ev")
+    from recorder.verify import verify_directory
+    pub = (tmp_path / "rel" / "key" / "device-key.pub.pem").read_bytes()
+    result = verify_directory(tmp_path / "rel" / "ev", pub)
+    assert result.ok, result.failure
