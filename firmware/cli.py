@@ -112,10 +112,23 @@ def cmd_scenario(args) -> int:
     return run_file(args.file, args.out, args.config)
 
 
+def _open_evidence(args, cfg, out, devices):
+    """Key, journal (boot record, salvage of what a crash left) and the config in force."""
+    from firmware.evidence import open_evidence
+
+    key_dir = args.key_dir or Path(cfg["identity"]["key_dir"])
+    evidence = open_evidence(out, key_dir, devices.wall_clock, devices.timebase.now_ns,
+                             provision=args.provision,
+                             boot_payload={"device_id": cfg["device"]["id"],
+                                           "officer_id": cfg["device"]["officer_id"],
+                                           "simulated": bool(args.sim)})
+    evidence.note_config(cfg)
+    return evidence
+
+
 def _open_service(args, cfg, realtime=True):
     """Devices, evidence and the Service for ``run``/``status`` (sim or the Pi)."""
     from firmware import hardware, service_config
-    from firmware.evidence import open_evidence
     from firmware.service import AplayAudioOut, Board, LoggedAudioOut, Service
     from recorder.clock import TimeQuality
 
@@ -131,12 +144,7 @@ def _open_service(args, cfg, realtime=True):
         from hw.battery import Max17048
         devices = hardware.raspberry_pi(cfg)
         board = Board(Max17048.from_config(config_mod.section(cfg, "battery")), None, AplayAudioOut())
-    key_dir = args.key_dir or Path(cfg["identity"]["key_dir"])
-    evidence = open_evidence(out, key_dir, devices.wall_clock, devices.timebase.now_ns,
-                             provision=args.provision,
-                             boot_payload={"device_id": cfg["device"]["id"],
-                                           "officer_id": cfg["device"]["officer_id"],
-                                           "simulated": bool(args.sim)})
+    evidence = _open_evidence(args, cfg, out, devices)
     return Service(cfg, evidence, devices, board, service_config.from_config(cfg)), out
 
 
@@ -308,7 +316,6 @@ def cmd_record(args) -> int:
 
 
 def _record(args, cfg, out, devices) -> int:
-    from firmware.evidence import open_evidence
     from recorder.identity import IdentityError
     from recorder.journal import JournalError
     from recorder.pipeline import Pipeline
@@ -316,13 +323,8 @@ def _record(args, cfg, out, devices) -> int:
 
     evidence = None
     if not args.no_seal:
-        key_dir = args.key_dir or Path(cfg["identity"]["key_dir"])
         try:
-            evidence = open_evidence(out, key_dir, devices.wall_clock, devices.timebase.now_ns,
-                                     provision=args.provision,
-                                     boot_payload={"device_id": cfg["device"]["id"],
-                                                   "officer_id": cfg["device"]["officer_id"],
-                                                   "simulated": bool(args.sim)})
+            evidence = _open_evidence(args, cfg, out, devices)
         except (IdentityError, JournalError, OSError) as exc:
             print(f"bodycam: cannot open the evidence store: {exc}", file=sys.stderr)
             return EXIT_FAIL

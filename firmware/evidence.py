@@ -6,6 +6,7 @@ left half-written is salvaged, sealed as recovered and journaled as a
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
@@ -13,12 +14,14 @@ from typing import Callable
 
 from recorder import identity, records
 from recorder.clock import WallClock
-from recorder.journal import JOURNAL_NAME, Journal, JournalError, last_record
+from recorder.journal import JOURNAL_NAME, Journal, JournalError, iter_records, last_record
 from recorder.salvage import SalvageResult, recover
 from recorder.seal import Sealer
 from recorder.store import EvidenceStore
 
 log = logging.getLogger(__name__)
+
+_ABSENT = object()
 
 
 @dataclass
@@ -35,6 +38,23 @@ class Evidence:
             self.journal.append(kind, payload)
         except (JournalError, OSError, ValueError) as exc:
             log.error("could not journal %s %s: %s", kind, payload, exc)
+
+    def note_config(self, cfg: dict) -> bool:
+        """Journal the effective configuration when it differs from the last one recorded, so
+        every recording can be read against the settings it was made with. True if journaled."""
+        digest = hashlib.sha256(records.canonical_json(cfg)).hexdigest()
+        last = None
+        for rec in iter_records(self.journal.path):
+            if rec.type == records.CONFIG_CHANGE:
+                last = rec.payload
+        if last is not None and last.get("sha256") == digest:
+            return False
+        old = (last or {}).get("config", {})
+        changed = sorted(f"{sec}.{key}" for sec in cfg for key in cfg[sec]
+                         if old.get(sec, {}).get(key, _ABSENT) != cfg[sec][key])
+        self.record(records.CONFIG_CHANGE, {"sha256": digest, "config": cfg, "changed": changed,
+                                            "previous_sha256": (last or {}).get("sha256")})
+        return True
 
     def close(self, cause: str = "stop") -> None:
         self.record(records.SHUTDOWN, {"cause": cause})

@@ -119,6 +119,18 @@ def test_cli_records_quietly_and_prints_the_directory(tmp_path):
              if r.type == "boot"]
     assert boots == [{"ended": "none"}, {"ended": "cleanly", "last_seq": boots[1]["last_seq"],
                                          "last_type": "shutdown"}]
+    configs = [r.payload for r in iter_records(tmp_path / "ev" / "journal.log")
+               if r.type == "config-change"]
+    assert len(configs) == 1                     # same settings twice: journaled once
+    assert configs[0]["config"]["video"]["width"] == 320 and "video.width" in configs[0]["changed"]
+    f.write_text("[video]\nwidth = 640\nheight = 360\n[segment]\nseconds = 2\n")
+    assert run_cli("record", "--sim", "--fast", "--duration", "2", "--config", str(f), "--out",
+                   str(tmp_path / "ev"), "--key-dir", str(tmp_path / "key")).returncode == 0
+    configs = [r.payload for r in iter_records(tmp_path / "ev" / "journal.log")
+               if r.type == "config-change"]
+    assert len(configs) == 2
+    assert configs[1]["changed"] == ["video.height", "video.width"]
+    assert configs[1]["previous_sha256"] == configs[0]["sha256"]
 
 
 def test_relative_output_directory_records_verifiable_evidence(tmp_path):
