@@ -43,7 +43,6 @@ from firmware.states import NoReasonPending, PendingReason, State, StateMachine
 from hw.battery import BatteryError, estimate_hours_left
 from hw.buttons import Gesture, GestureButtons, GestureKind
 from hw.indicators import Indicators
-from recorder import records
 from recorder.journal import JournalError, iter_records
 from recorder.pipeline import Pipeline, RecordingResult
 from recorder.segmenter import StorageError

@@ -10,7 +10,6 @@ import logging
 import threading
 import time
 
-import numpy as np
 
 from hw.microphone import AudioBlock
 

@@ -1,5 +1,3 @@
-import logging
-import time
 from pathlib import Path
 
 import pytest

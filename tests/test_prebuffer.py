@@ -1,10 +1,6 @@
 """Pre-event buffer: whole GOPs in RAM, bounded in seconds, handed to the recording without a gap."""
-import fractions
-
-import av
 import pytest
 
-from recorder.encode import VideoSettings
 from recorder.prebuffer import MAX_SECONDS, BufferedFrame, PreEventBuffer
 from tests.conftest import sim_pipeline
 from tests.media import decoded_counts, ffmpeg_errors, ffprobe_packets, segments
