@@ -67,7 +67,8 @@ APT_PACKAGES=(python3-picamera2 python3-venv python3-pip python3-lgpio chrony ff
 
 SOURCES=(deploy/boot/config.txt.snippet deploy/boot/modules-load.conf
          deploy/udev/90-bodycam-rtc.rules deploy/chrony/bodycam.conf
-         deploy/systemd/bodycam-gadget.service deploy/systemd/bodycam.service)
+         deploy/systemd/bodycam-gadget.service deploy/systemd/bodycam.service
+         deploy/network/bodycam-dock.nmconnection)
 
 log() { printf 'install.sh: %s\n' "$*"; }
 die() { printf 'install.sh: error: %s\n' "$*" >&2; exit 1; }
@@ -262,6 +263,8 @@ main() {
     install_file 0644 "$SRC/deploy/boot/modules-load.conf" /etc/modules-load.d/bodycam.conf
     install_file 0644 "$SRC/deploy/udev/90-bodycam-rtc.rules" /etc/udev/rules.d/90-bodycam-rtc.rules
     install_file 0644 "$SRC/deploy/chrony/bodycam.conf" /etc/chrony/conf.d/bodycam.conf
+    install_file 0600 "$SRC/deploy/network/bodycam-dock.nmconnection" \
+        /etc/NetworkManager/system-connections/bodycam-dock.nmconnection
     install_file 0644 "$SRC/deploy/systemd/bodycam-gadget.service" /etc/systemd/system/bodycam-gadget.service
     install_file 0644 "$SRC/deploy/systemd/bodycam.service" /etc/systemd/system/bodycam.service
     replace_block "$R/boot/firmware/config.txt" "$SRC/deploy/boot/config.txt.snippet"

@@ -102,6 +102,10 @@ def test_install_places_every_file(tmp_path):
     for target, source in placed.items():
         assert (root / target).read_bytes() == source.read_bytes(), target
         assert stat.S_IMODE((root / target).stat().st_mode) == 0o644, target
+    # the device end of the dock link: NetworkManager refuses profiles others can read
+    nm = root / "etc/NetworkManager/system-connections/bodycam-dock.nmconnection"
+    assert nm.read_bytes() == (DEPLOY / "network/bodycam-dock.nmconnection").read_bytes()
+    assert stat.S_IMODE(nm.stat().st_mode) == 0o600
 
     # Service user: system account, no shell, in the device groups.
     user = passwd_entry(root, "bodycam")
