@@ -45,10 +45,9 @@ import os
 import socket
 import ssl
 import threading
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any, Mapping
 from urllib.parse import unquote, urlsplit
 
 from cryptography import x509
@@ -58,6 +57,7 @@ from recorder import records, receipt
 from recorder.journal import JOURNAL_NAME, JournalError
 from recorder.records import MalformedLine
 from recorder.store import StoreError, TamperRefused
+from recorder.settings import Section
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,10 @@ class DockLinkError(RuntimeError):
 
 
 @dataclass(frozen=True)
-class DockSettings:
+class DockSettings(Section):
     """The dock link on the device: where it listens and whom it trusts (D10, D11)."""
+
+    SECTION = "dock"
 
     enabled: bool = True
     listen_address: str = "10.77.0.1"
@@ -106,12 +108,6 @@ class DockSettings:
             if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v) or v < lo:
                 raise ValueError(f"[dock] {k} must be a number >= {lo}, got {v!r}")
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "DockSettings":
-        unknown = sorted(set(mapping) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"[dock] unknown setting(s): {', '.join(unknown)}")
-        return cls(**dict(mapping))
 
 
 def _spki(public_key) -> bytes:

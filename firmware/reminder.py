@@ -10,8 +10,9 @@ from __future__ import annotations
 import logging
 import math
 import time
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Callable
+from recorder.settings import Section
 
 log = logging.getLogger(__name__)
 
@@ -19,8 +20,10 @@ NS = 1_000_000_000
 
 
 @dataclass(frozen=True)
-class ReminderConfig:
+class ReminderConfig(Section):
     """The ``[reminder]`` settings."""
+
+    SECTION = "reminder"
 
     enabled: bool = True
     interval_s: float = 120.0
@@ -36,12 +39,6 @@ class ReminderConfig:
         if not isinstance(self.cue, str) or not self.cue:
             raise ValueError("[reminder] cue must be a cue name")
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "ReminderConfig":
-        unknown = sorted(set(mapping) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"[reminder] unknown setting(s): {', '.join(unknown)}")
-        return cls(**dict(mapping))
 
 
 class RecordingReminder:

@@ -17,11 +17,12 @@ import enum
 import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any, Callable, Mapping
+from typing import Callable
 
 import numpy as np
 
 from recorder.clock import TimeQuality, TimeSample
+from recorder.settings import Section
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +34,10 @@ class Status(str, enum.Enum):
 
 
 @dataclass(frozen=True)
-class SelfCheckThresholds:
+class SelfCheckThresholds(Section):
     """The ``[selfcheck]`` settings."""
+
+    SECTION = "selfcheck"
 
     battery_fail_percent: float = 20.0
     battery_warn_percent: float = 50.0
@@ -63,12 +66,6 @@ class SelfCheckThresholds:
         if self.mic_clip_dbfs > 0:
             raise ValueError("[selfcheck] mic_clip_dbfs must be <= 0 dBFS")
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "SelfCheckThresholds":
-        unknown = sorted(set(mapping) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"[selfcheck] unknown setting(s): {', '.join(unknown)}")
-        return cls(**dict(mapping))
 
 
 @dataclass

@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from typing import Any, Mapping
+from recorder.settings import Section
 
 
 @dataclass(frozen=True)
-class ServiceConfig:
+class ServiceConfig(Section):
     """The ``[service]`` settings (seconds unless named otherwise)."""
+
+    SECTION = "service"
 
     prebuffer_s: float = 30.0            # pre-event video kept in RAM while ready (0-120; 0 = off)
     prebuffer_audio: bool = False        # keep sound in the pre-event buffer too (else counted silence)
@@ -52,12 +54,6 @@ class ServiceConfig:
         if not self.runtime_dir.strip():
             raise ValueError("[service] runtime_dir must not be empty")
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "ServiceConfig":
-        unknown = sorted(set(mapping) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"[service] unknown setting(s): {', '.join(unknown)}")
-        return cls(**dict(mapping))
 
 
 def from_config(cfg: dict) -> ServiceConfig:

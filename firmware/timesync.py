@@ -15,11 +15,12 @@ import logging
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from hw.chrony import ChronyQuality
 from hw.chrony_sock import SockRefclock
 from hw.gps import GpsConfig, GpsFix, GpsReader, PortState, format_position
+from recorder.settings import Section
 
 log = logging.getLogger(__name__)
 
@@ -212,8 +213,10 @@ class TimeSyncService:
 
 
 @dataclass(frozen=True)
-class TimeConfig:
+class TimeConfig(Section):
     """The ``[time]`` settings: how to talk to chronyd."""
+
+    SECTION = "time"
 
     chronyc: str = "chronyc"             # chronyc executable
     chronyc_socket: str = ""             # chronyd command socket for chronyc -h; "" = chronyc's
@@ -242,12 +245,6 @@ class TimeConfig:
     def refids(self) -> tuple[str, ...]:
         return tuple(r.strip() for r in self.gps_refids.split(",") if r.strip())
 
-    @classmethod
-    def from_mapping(cls, mapping) -> "TimeConfig":
-        unknown = sorted(set(mapping) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"[time] unknown setting(s): {', '.join(unknown)}")
-        return cls(**dict(mapping))
 
     def quality_source(self) -> ChronyQuality:
         """The ``recorder.clock.QualitySource`` for ``SystemWallClock``."""

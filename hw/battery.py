@@ -12,8 +12,9 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import dataclass, fields
-from typing import Any, Mapping, Protocol
+from dataclasses import dataclass
+from typing import Protocol
+from recorder.settings import Section
 
 log = logging.getLogger(__name__)
 
@@ -51,8 +52,10 @@ class BatteryGauge(Protocol):
 
 
 @dataclass(frozen=True)
-class BatteryConfig:
+class BatteryConfig(Section):
     """The ``[battery]`` settings."""
+
+    SECTION = "battery"
 
     i2c_bus: int = 1
     address: int = 0x36
@@ -76,12 +79,6 @@ class BatteryConfig:
         if not 0 <= self.critical_percent < self.low_percent <= 100:
             raise ValueError("[battery] need 0 <= critical_percent < low_percent <= 100")
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "BatteryConfig":
-        unknown = sorted(set(mapping) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"[battery] unknown setting(s): {', '.join(unknown)}")
-        return cls(**dict(mapping))
 
 
 def swap16(word: int) -> int:

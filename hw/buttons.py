@@ -28,8 +28,9 @@ import logging
 import math
 import threading
 import time
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Callable
+from recorder.settings import Section
 
 log = logging.getLogger(__name__)
 
@@ -60,8 +61,10 @@ class Gesture:
 
 
 @dataclass(frozen=True)
-class ControlsConfig:
+class ControlsConfig(Section):
     """The ``[controls]`` settings (BCM pin numbers, durations in seconds)."""
+
+    SECTION = "controls"
 
     record_pin: int = 5
     mark_pin: int = 6
@@ -97,9 +100,6 @@ class ControlsConfig:
         if self.mark_long_press_s <= self.bounce_s:
             raise ValueError("[controls] mark_long_press_s must exceed bounce_s")
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "ControlsConfig":
-        return _from_mapping(cls, mapping, "controls")
 
 
 def _check_seconds(name: str, value: object, allow_zero: bool) -> None:
@@ -108,13 +108,6 @@ def _check_seconds(name: str, value: object, allow_zero: bool) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"[controls] {name} must be {'>= 0' if allow_zero else '> 0'}, got {value!r}")
 
-
-def _from_mapping(cls, mapping: Mapping[str, Any], section: str):
-    known = {f.name for f in fields(cls)}
-    unknown = sorted(set(mapping) - known)
-    if unknown:
-        raise ValueError(f"[{section}] unknown setting(s): {', '.join(unknown)}")
-    return cls(**dict(mapping))
 
 
 class _Debouncer:

@@ -12,9 +12,10 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 from hw.nmea_time import DecoderStats, GpsFix, NmeaDecoder, TimePolicy
+from recorder.settings import Section
 
 __all__ = ["GpsConfig", "GpsFix", "GpsReader", "PortState", "TimePolicy", "format_position"]
 
@@ -32,8 +33,10 @@ class PortState:
 
 
 @dataclass(frozen=True)
-class GpsConfig:
+class GpsConfig(Section):
     """The ``[gps]`` settings."""
+
+    SECTION = "gps"
 
     enabled: bool = True                 # false: no receiver fitted; time from NTP/RTC only
     port: str = "/dev/serial0"           # pySerial URL: UART path, pty path, loop://, rfc2217://
@@ -75,12 +78,6 @@ class GpsConfig:
         except ValueError as exc:
             raise ValueError(f"[gps] {exc}") from None
 
-    @classmethod
-    def from_mapping(cls, mapping) -> "GpsConfig":
-        unknown = sorted(set(mapping) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"[gps] unknown setting(s): {', '.join(unknown)}")
-        return cls(**dict(mapping))
 
     def reader(self, **kw) -> "GpsReader":
         return GpsReader(self.port, self.baudrate, policy=self.policy(),

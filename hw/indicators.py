@@ -16,8 +16,9 @@ import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, fields
-from typing import Any, Callable, Mapping
+from dataclasses import dataclass
+from typing import Callable
+from recorder.settings import Section
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +93,10 @@ MAX_QUEUED_CUES = 4
 
 
 @dataclass(frozen=True)
-class IndicatorConfig:
+class IndicatorConfig(Section):
     """The ``[indicators]`` settings (BCM pins)."""
+
+    SECTION = "indicators"
 
     led_green_pin: int = 16
     led_yellow_pin: int = 25
@@ -119,12 +122,6 @@ class IndicatorConfig:
         if isinstance(hz, bool) or not isinstance(hz, (int, float)) or not math.isfinite(hz) or not 100 <= hz <= 8000:
             raise ValueError(f"[indicators] buzzer_mid_hz must be 100-8000, got {hz!r}")
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "IndicatorConfig":
-        unknown = sorted(set(mapping) - {f.name for f in fields(cls)})
-        if unknown:
-            raise ValueError(f"[indicators] unknown setting(s): {', '.join(unknown)}")
-        return cls(**dict(mapping))
 
 
 class Indicators:

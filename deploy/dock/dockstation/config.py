@@ -4,10 +4,11 @@ from __future__ import annotations
 import ipaddress
 import math
 import tomllib
-from dataclasses import dataclass, fields, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from recorder.settings import Section
 
 PLACEHOLDER = "未标注"
 
@@ -17,8 +18,11 @@ class DockConfigError(ValueError):
 
 
 @dataclass(frozen=True)
-class DockStationConfig:
+class DockStationConfig(Section):
     """Where the dock finds devices, keeps evidence, and whom it is."""
+
+    SECTION = "dock_station"
+    ERROR = DockConfigError
 
     unit: str = ""
     store_dir: str = "/srv/dock/evidence"
@@ -54,12 +58,6 @@ class DockStationConfig:
         if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
             raise DockConfigError(f"[dock_station] timeout_s must be a positive number, got {t!r}")
 
-    @classmethod
-    def from_mapping(cls, mapping: Mapping[str, Any]) -> "DockStationConfig":
-        unknown = sorted(set(mapping) - {f.name for f in fields(cls)})
-        if unknown:
-            raise DockConfigError(f"[dock_station] unknown setting(s): {', '.join(unknown)}")
-        return cls(**dict(mapping))
 
     def with_overrides(self, **values: Any) -> "DockStationConfig":
         return replace(self, **{k: v for k, v in values.items() if v is not None})

@@ -1,0 +1,26 @@
+"""One ``[section]`` of the device's TOML file as a dataclass, loaded strictly.
+
+Each module keeps its own settings next to the code that uses them (a
+dataclass with defaults and a ``__post_init__`` that refuses impossible
+values); this base adds the one thing they all share: building from a parsed
+table while refusing keys the section does not have, so a typo can never fall
+back silently to a default.
+"""
+from __future__ import annotations
+
+from dataclasses import fields
+from typing import Any, ClassVar, Mapping
+
+
+class Section:
+    """Mixin for a settings dataclass; set ``SECTION`` (and ``ERROR`` to raise another type)."""
+
+    SECTION: ClassVar[str]
+    ERROR: ClassVar[type[Exception]] = ValueError
+
+    @classmethod
+    def from_mapping(cls, mapping: Mapping[str, Any]):
+        unknown = sorted(set(mapping) - {f.name for f in fields(cls)})
+        if unknown:
+            raise cls.ERROR(f"[{cls.SECTION}] unknown setting(s): {', '.join(unknown)}")
+        return cls(**dict(mapping))
