@@ -379,6 +379,9 @@ class _Progress:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from firmware.memory import pin_mmap_threshold
+
+    pin_mmap_threshold()
     parser = build_parser()
     args = parser.parse_args(argv)
     _setup_logging(getattr(args, "verbose", 0))

@@ -14,23 +14,28 @@ import threading
 
 import numpy as np
 
-from hw.camera import CameraError, Frame
+from hw.camera import CameraError, Frame, FramePool
 
 log = logging.getLogger(__name__)
 
 
-def i420_from_strided(arr: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Repack a picamera2 YUV420 array whose rows are padded to a stride into tight I420."""
+def i420_from_strided(arr: np.ndarray, width: int, height: int, out: np.ndarray) -> np.ndarray:
+    """Copy a picamera2 YUV420 array, whose rows may be padded to a stride, into tight I420
+    ``out`` (shape (h*3//2, w)); returns ``out``."""
     stride = arr.shape[1]
     if stride == width:
-        return arr
+        np.copyto(out, arr[:height * 3 // 2])
+        return out
     flat = arr.reshape(-1)
-    y = arr[:height, :width]
     cs, cw, ch = stride // 2, width // 2, height // 2
+    out[:height] = arr[:height, :width]
     u = flat[height * stride:height * stride + ch * cs].reshape(ch, cs)[:, :cw]
     v_off = height * stride + ch * cs
     v = flat[v_off:v_off + ch * cs].reshape(ch, cs)[:, :cw]
-    return np.concatenate([y.reshape(-1), u.reshape(-1), v.reshape(-1)]).reshape(height * 3 // 2, width)
+    planes = out[height:].reshape(-1)
+    planes[:ch * cw] = u.reshape(-1)
+    planes[ch * cw:] = v.reshape(-1)
+    return out
 
 
 class PiCamera:
@@ -40,6 +45,7 @@ class PiCamera:
         self.width, self.height, self.fps = width, height, fps
         self._buffers = buffers
         self._q: queue.Queue[Frame] = queue.Queue(maxsize=buffers)
+        self._pool = FramePool(width, height, queued=buffers)
         self._running = threading.Event()
         self._cam = None
         self._thread: threading.Thread | None = None
@@ -71,15 +77,16 @@ class PiCamera:
                 log.error("camera capture failed: %s", exc)
                 return
             try:
-                data = i420_from_strided(request.make_array("main"), self.width, self.height).copy()
+                if self._q.full():   # only this thread adds, so it stays full until we put
+                    log.warning("recorder is behind: camera frame %d dropped", self._index)
+                    continue         # and no pool buffer is taken: those queued stay intact
+                data = i420_from_strided(request.make_array("main"), self.width, self.height,
+                                         self._pool.take())
                 ts = request.get_metadata()["SensorTimestamp"]  # ns, CLOCK_MONOTONIC (kernel)
             finally:
                 request.release()
-            try:
-                self._q.put_nowait(Frame(data, ts, self._index))
-            except queue.Full:
-                log.warning("recorder is behind: camera frame %d dropped", self._index)
-            self._index += 1
+                self._index += 1
+            self._q.put_nowait(Frame(data, ts, self._index - 1))
 
     def read(self, timeout: float) -> Frame | None:
         try:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from hw.camera import Frame
+from hw.camera import Frame, FramePool
 from recorder.stamp import default_font_path
 from sim.clock import SimTime
 
@@ -43,6 +43,7 @@ class SimCamera:
         self._luma_strip = self._make_luma_strip()
         self._chroma = self._make_chroma()
         self._digits = self._make_digits()
+        self._pool = FramePool(width, height)
 
     # -- pattern, built once -------------------------------------------------
     def _make_luma_strip(self) -> np.ndarray:
@@ -78,8 +79,9 @@ class SimCamera:
         return glyphs
 
     def _render(self, index: int) -> np.ndarray:
+        """Draw frame ``index`` into the next pool buffer (valid for two more frames)."""
         w, h = self.width, self.height
-        out = np.empty((h * 3 // 2, w), dtype=np.uint8)
+        out = self._pool.take()
         off = (index * 4) % _PERIOD
         out[:h] = self._luma_strip[:, off:off + w]
         out[h:].reshape(-1)[:] = self._chroma
