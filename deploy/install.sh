@@ -61,9 +61,10 @@ CONFIG_DIR=/etc/bodycam
 MARK_BEGIN="# BEGIN bodycam (deploy/install.sh)"
 MARK_END="# END bodycam"
 # picamera2/lgpio: Raspberry Pi archive; util-linux-extra: hwclock for the RTC rule;
-# pps-tools, i2c-tools, alsa-utils: bench checks (ppstest, i2cdetect, arecord).
-APT_PACKAGES=(python3-picamera2 python3-venv python3-pip python3-lgpio chrony ffmpeg
-              util-linux-extra pps-tools i2c-tools alsa-utils)
+# pps-tools, i2c-tools, alsa-utils: bench checks (ppstest, i2cdetect, arecord);
+# python3-smbus2: the fuel gauge; libportaudio2: PortAudio under pip's sounddevice ([pi] extra).
+APT_PACKAGES=(python3-picamera2 python3-venv python3-pip python3-lgpio python3-smbus2 chrony
+              ffmpeg libportaudio2 util-linux-extra pps-tools i2c-tools alsa-utils)
 
 SOURCES=(deploy/boot/config.txt.snippet deploy/boot/modules-load.conf
          deploy/udev/90-bodycam-rtc.rules deploy/chrony/bodycam.conf
@@ -215,7 +216,7 @@ install_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         run python3 -m venv --system-site-packages "$VENV"
     fi
-    run "$VENV/bin/pip" install --upgrade "$SRC"
+    run "$VENV/bin/pip" install --upgrade "${SRC}[pi]"
 }
 
 enable_units() {
