@@ -354,24 +354,26 @@ class Service:
         elif g.kind is GestureKind.MARK_HOLD_END:
             self._end_note(g.released_ns)
 
+    def _reason_from_presses(self, kind: ReasonKind, count: int):
+        """The reason ``count`` presses select, or None (journaled, officer cued to try again)."""
+        try:
+            return reasons_mod.by_press_count(kind, count)
+        except UnknownReason as exc:
+            self._journal("reason-invalid", {"kind": kind.value, "count": count, "error": str(exc)})
+            self._cue("reason-required")
+            return None
+
     def _mark(self, g: Gesture) -> None:
         state = self.states.state
         if self._pause_request is not None and state is State.RECORDING:
-            try:
-                reason = reasons_mod.by_press_count(ReasonKind.NOT_RECORDING, g.count)
-            except UnknownReason as exc:
-                self._journal("reason-invalid", {"kind": "not-recording", "count": g.count, "error": str(exc)})
-                self._cue("reason-required")
-                return
-            self._pause(reason.code)
+            reason = self._reason_from_presses(ReasonKind.NOT_RECORDING, g.count)
+            if reason is not None:
+                self._pause(reason.code)
             return
         pending = self.states.pending
         if pending is not None and not pending.missing_logged:   # after reason-missing: a bookmark
-            try:
-                reason = reasons_mod.by_press_count(ReasonKind.INTERRUPTION, g.count)
-            except UnknownReason as exc:
-                self._journal("reason-invalid", {"kind": "interruption", "count": g.count, "error": str(exc)})
-                self._cue("reason-required")
+            reason = self._reason_from_presses(ReasonKind.INTERRUPTION, g.count)
+            if reason is None:
                 return
             note = self._note_for_reason[0] if self._note_for_reason else None
             self._note_for_reason = None
