@@ -1,11 +1,12 @@
 """Keep the recording process's memory flat over a whole shift.
 
 glibc raises its mmap threshold each time a large mmapped block is freed, after
-which mid-sized native buffers (encoded 1080p keyframes of a few hundred KB,
-made by FFmpeg on every GOP) come from the heap instead and fragment it: RSS
-crept up 0.2 MB/s at 1080p (130 -> 195 MB in 200 s), never at 360p. Pinning the
-threshold (what MALLOC_MMAP_THRESHOLD_ does) keeps such blocks mmapped and
-returned on free; measured flat at ~130 MB. A no-op where libc is not glibc.
+which mid-sized native buffers (most likely FFmpeg's encoded 1080p keyframes, a
+few hundred KB each; Python-level memory did not grow) come from the heap
+instead and fragment it: RSS crept up 0.2 MB/s at 1080p (130 -> 195 MB in 200 s),
+never at 360p. Pinning the threshold (what MALLOC_MMAP_THRESHOLD_ does) keeps
+such blocks mmapped and returned on free; measured flat (bench/bench_memory_soak.py).
+A no-op where libc is not glibc.
 """
 from __future__ import annotations
 
