@@ -37,9 +37,9 @@ class Frame:
 class FramePool:
     """A ring of preallocated frame buffers, so capture allocates nothing per frame.
 
-    A fresh 3 MB array per 1080p frame made glibc's heap creep (its dynamic mmap
-    threshold moves such arrays onto the heap, which fragments): +0.2 MB/s, 130 ->
-    183 MB over five minutes. Reusing a ring keeps memory flat for a whole shift.
+    A fresh 3 MB array per 1080p frame means a malloc/free (and, with the pinned
+    mmap threshold of ``firmware/memory.py``, an mmap and its page faults) 30 times
+    a second; a ring of a few buffers costs nothing after start-up.
     """
 
     SAFE_NEWER = 2   # a buffer is reused only after this many newer frames (and the queue)
