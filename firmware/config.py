@@ -11,7 +11,6 @@ import dataclasses
 import importlib
 import inspect
 import os
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -19,6 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from recorder.encode import AudioSettings, VideoSettings
 from recorder.pipeline import PipelineSettings
+from recorder.settings import read_toml
 
 
 class ConfigError(ValueError):
@@ -209,16 +209,7 @@ def load(path: Path | None) -> dict[str, dict[str, Any]]:
     """Read and validate a config file; ``None`` gives the defaults."""
     if path is None:
         return defaults()
-    try:
-        with open(path, "rb") as f:
-            data = tomllib.load(f)
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: no such configuration file") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-    except OSError as exc:
-        raise ConfigError(f"{path}: cannot read: {exc.strerror}") from None
-    return validate(data, str(path))
+    return validate(read_toml(path, ConfigError), str(path))
 
 
 def check_output_dir(path: Path, source: str = "storage.dir") -> Path:

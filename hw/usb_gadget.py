@@ -41,10 +41,10 @@ import hashlib
 import logging
 import os
 import sys
-import tomllib
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
+from recorder.settings import read_toml
 
 log = logging.getLogger(__name__)
 
@@ -463,13 +463,7 @@ class UsbHostLink:
 
 def load_settings(config_file: Path, *, serial: str | None = None) -> GadgetSettings:
     """Read ``[gadget]`` (and ``[device] id`` as the default serial) from the TOML config."""
-    try:
-        with open(config_file, "rb") as fh:
-            doc = tomllib.load(fh)
-    except OSError as exc:
-        raise GadgetConfigError(f"cannot read config {config_file}: {exc.strerror}") from exc
-    except tomllib.TOMLDecodeError as exc:
-        raise GadgetConfigError(f"config {config_file} is not valid TOML: {exc}") from exc
+    doc = read_toml(config_file, GadgetConfigError)
     table = dict(doc.get("gadget", {}))
     if serial:
         table["serial"] = serial

@@ -8,8 +8,23 @@ back silently to a default.
 """
 from __future__ import annotations
 
+import tomllib
 from dataclasses import fields
+from pathlib import Path
 from typing import Any, ClassVar, Mapping
+
+
+def read_toml(path: Path | str, error: type[Exception] = ValueError) -> dict[str, Any]:
+    """Parse a TOML file; ``error`` with the path named when it is missing, unreadable or bad."""
+    try:
+        with open(path, "rb") as f:
+            return tomllib.load(f)
+    except FileNotFoundError:
+        raise error(f"{path}: cannot read config: no such configuration file") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise error(f"{path}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise error(f"{path}: cannot read config: {exc.strerror}") from None
 
 
 class Section:

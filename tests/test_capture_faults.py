@@ -10,6 +10,7 @@ from recorder.segmenter import StorageError
 from recorder.timeline import AudioTimeline
 from sim.camera import CameraFaults
 from sim.microphone import MicFaults
+from tests.tmpfs import tmpfs
 from tests.media import decoded_counts, ffmpeg_errors, segments
 
 
@@ -75,14 +76,8 @@ def test_skewed_microphone_in_a_recording_keeps_exact_sample_count(record):
 
 @pytest.fixture
 def tiny_disk(tmp_path):
-    mnt = tmp_path / "tiny"
-    mnt.mkdir()
-    r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=3m", "tmpfs", str(mnt)],
-                       capture_output=True, text=True)
-    if r.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
-    yield mnt
-    subprocess.run(["umount", "-l", str(mnt)], check=False)
+    with tmpfs(tmp_path / "tiny", "size=3m") as mnt:
+        yield mnt
 
 
 def test_full_disk_stops_cleanly_and_keeps_closed_segments(tiny_disk, caplog):
@@ -128,11 +123,7 @@ def test_full_disk_through_the_command_exits_with_storage_status(tiny_disk, tmp_
 
 def test_nearly_full_disk_stops_cleanly_before_running_out(tmp_path):
     """With a reserve the device stops, seals and journals before the disk is full."""
-    mnt = tmp_path / "disk"
-    mnt.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=12m", "tmpfs", str(mnt)]).returncode:
-        pytest.skip("cannot mount a tmpfs here")
-    try:
+    with tmpfs(tmp_path / "disk", "size=12m") as mnt:
         r = _record_cli(tmp_path, mnt / "ev", "[storage]\nreserve_mb = 8\n"
                         "[video]\nwidth = 640\nheight = 360\n[segment]\nseconds = 1\n")
         assert r.returncode == 4, r.stderr
@@ -147,5 +138,3 @@ def test_nearly_full_disk_stops_cleanly_before_running_out(tmp_path):
         # and it refuses to start again while the disk is still nearly full
         r2 = _record_cli(tmp_path, mnt / "ev", "[storage]\nreserve_mb = 8\n", duration="5")
         assert r2.returncode == 4 and "not starting" in r2.stderr
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)])

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from firmware import config
+from tests.tmpfs import tmpfs
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,15 +69,9 @@ def test_unwritable_output_dir_is_refused(tmp_path):
 
 
 def test_read_only_output_dir_is_refused(tmp_path):
-    ro = tmp_path / "ro"
-    ro.mkdir()
-    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(ro)]).returncode:
-        pytest.skip("cannot mount here")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as ro:
         with pytest.raises(config.ConfigError, match="not writable"):
             config.check_output_dir(ro)
-    finally:
-        subprocess.run(["umount", "-l", str(ro)])
 
 
 def run_cli(*args):

@@ -3,12 +3,11 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import tomllib
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-from recorder.settings import Section
+from recorder.settings import Section, read_toml
 
 PLACEHOLDER = "未标注"
 
@@ -70,13 +69,7 @@ class DockStationConfig(Section):
 def load(path: Path | None, **overrides: Any) -> DockStationConfig:
     table: dict[str, Any] = {}
     if path is not None:
-        try:
-            with open(path, "rb") as f:
-                doc = tomllib.load(f)
-        except OSError as exc:
-            raise DockConfigError(f"{path}: cannot read: {exc.strerror}") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise DockConfigError(f"{path}: not valid TOML: {exc}") from None
+        doc = read_toml(path, DockConfigError)
         extra = sorted(set(doc) - {"dock_station"})
         if extra:
             raise DockConfigError(f"{path}: unknown section(s) {', '.join(extra)}")
