@@ -27,12 +27,12 @@ sys.path.insert(0, str(ROOT))
 
 from chronyd_fixture import Chronyd  # noqa: E402
 
+from common.clock import TimeQuality  # noqa: E402
 from firmware.timesync import TimeSyncService  # noqa: E402
 from hw.chrony import ChronyQuality  # noqa: E402
 from hw.chrony_sock import SockRefclock  # noqa: E402
 from hw.gps import GpsReader  # noqa: E402
 from hw.nmea_time import NmeaDecoder, TimePolicy  # noqa: E402
-from recorder.clock import TimeQuality  # noqa: E402
 from sim.gps import Phase, SimulatedGps, epoch_lines, sentence  # noqa: E402
 
 UTC = dt.timezone.utc

@@ -41,23 +41,25 @@ def main() -> None:
     ap.add_argument("--size", default="1920x1080")
     ap.add_argument("--no-pin", action="store_true", help="leave glibc's malloc as it is")
     args = ap.parse_args()
-    from firmware.memory import pin_mmap_threshold
+    from firmware.memory import disable_transparent_huge_pages, pin_mmap_threshold
     if not args.no_pin:
         pin_mmap_threshold()
-    from recorder.clock import SimulatedWallClock
+        disable_transparent_huge_pages()
+    from common.clock import TimeQuality
+    from firmware import config, hardware
     from recorder.encode import VideoSettings
     from recorder.pipeline import Pipeline, PipelineSettings
-    from sim.camera import SimCamera
-    from sim.clock import SimTime
-    from sim.microphone import SimMicrophone
 
     w, h = (int(x) for x in args.size.split("x"))
     samples: list[tuple[float, float]] = []
     with tempfile.TemporaryDirectory(dir="/var/tmp") as tmp:
-        t = SimTime(realtime=False)
-        p = Pipeline(PipelineSettings(video=VideoSettings(w, h)), SimCamera(w, h, 30, t),
-                     SimMicrophone(time_source=t), t, SimulatedWallClock(time.time_ns(), t.now_ns()),
-                     Path(tmp))
+        cfg = config.defaults()
+        cfg["video"].update(width=w, height=h, fps=30)
+        d = hardware.simulated(cfg, realtime=False, wall_start_ns=time.time_ns(),
+                               time_quality=TimeQuality.UNSYNCED)
+        t = d.timebase
+        p = Pipeline(PipelineSettings(video=VideoSettings(w, h)), d.camera, d.microphone, t,
+                     d.wall_clock, Path(tmp))
         start = t.now_ns()
         next_sample = [0.0]
 

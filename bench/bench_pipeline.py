@@ -7,6 +7,8 @@ not leak into the figures. Ours records the
 simulated camera and microphone; ffmpeg encodes lavfi test sources into
 ``-f segment`` MPEG-TS. A second, in-process run of ours splits the main
 thread's CPU time into encoder calls and everything else (the Python overhead).
+Both runs of ours go through ``Pipeline.run``, a thin driver over ``Pipeline.step``:
+the same per-frame loop the device service runs.
 
     .venv/bin/python bench/bench_pipeline.py [--seconds 20] [--sizes 1920x1080,1280x720]
 """
@@ -100,13 +102,13 @@ def ffmpeg(width: int, height: int, seconds: float, out: Path) -> dict:
 
 
 def overhead(width: int, height: int, seconds: float, out: Path) -> dict:
-    """Main-thread CPU per frame outside the encoders, measured in-process."""
+    """Main-thread CPU per frame outside the encoders, measured in-process (``Pipeline.run``,
+    which drives the service's own ``step`` loop)."""
+    from common.clock import TimeQuality
+    from firmware import config, hardware
     from recorder import encode
-    from recorder.clock import SimulatedWallClock
     from recorder.pipeline import Pipeline, PipelineSettings
     from sim.camera import SimCamera
-    from sim.clock import SimTime
-    from sim.microphone import SimMicrophone
 
     spent = {"encoder": 0.0, "camera": 0.0}
 
@@ -123,9 +125,12 @@ def overhead(width: int, height: int, seconds: float, out: Path) -> dict:
         cls.encode = timed(cls.encode, "encoder")
         cls.flush = timed(cls.flush, "encoder")
     SimCamera._render = timed(SimCamera._render, "camera")
-    t = SimTime(realtime=False)
-    p = Pipeline(PipelineSettings(video=VideoSettings(width, height)), SimCamera(width, height, 30, t),
-                 SimMicrophone(time_source=t), t, SimulatedWallClock(time.time_ns(), t.now_ns()), out)
+    cfg = config.defaults()
+    cfg["video"].update(width=width, height=height, fps=30)
+    d = hardware.simulated(cfg, realtime=False, wall_start_ns=time.time_ns(),
+                           time_quality=TimeQuality.UNSYNCED)
+    p = Pipeline(PipelineSettings(video=VideoSettings(width, height)), d.camera, d.microphone,
+                 d.timebase, d.wall_clock, out)
     start = time.thread_time()
     results = p.run(seconds)
     main = time.thread_time() - start

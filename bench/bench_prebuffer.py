@@ -18,18 +18,20 @@ from pathlib import Path
 
 
 def child(seconds: float, fps: int, ready_s: float, width: int, height: int) -> dict:
-    from recorder.clock import SimulatedWallClock
+    from common.clock import TimeQuality
+    from firmware import config, hardware
     from recorder.encode import VideoSettings
     from recorder.pipeline import Pipeline, PipelineSettings
-    from sim.camera import SimCamera
-    from sim.clock import SimTime
-    from sim.microphone import SimMicrophone
 
-    t = SimTime(realtime=False, start_ns=10**9)
+    cfg = config.defaults()
+    cfg["video"].update(width=width, height=height, fps=fps)
+    cfg["audio"].update(sample_rate=48000)
+    dev = hardware.simulated(cfg, realtime=False, start_ns=10**9,
+                             wall_start_ns=1_795_392_000 * 10**9, time_quality=TimeQuality.UNSYNCED)
+    t = dev.timebase
     s = PipelineSettings(video=VideoSettings(width, height, fps), prebuffer_s=seconds)
     with tempfile.TemporaryDirectory() as d:
-        p = Pipeline(s, SimCamera(width, height, fps, t), SimMicrophone(48000, time_source=t), t,
-                     SimulatedWallClock(1_795_392_000 * 10**9, t.now_ns()), Path(d))
+        p = Pipeline(s, dev.camera, dev.microphone, t, dev.wall_clock, Path(d))
         p.open()
         end = t.now_ns() + int(ready_s * 1e9)
         while t.now_ns() < end:

@@ -23,7 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from recorder.clock import SystemWallClock, TimeQuality, TimeSample
+from common.clock import SystemWallClock, TimeQuality, TimeSample
 from recorder.identity import provision
 from recorder.journal import Journal
 from recorder.seal import Sealer
@@ -79,23 +79,24 @@ def run(base: Path, count: int, size: int, rehash: bool) -> list[float]:
 
 
 def run_pipeline(base: Path, minutes: float) -> list[float]:
+    from common.clock import TimeQuality
+    from firmware import config, hardware
     from firmware.evidence import open_evidence
-    from recorder.clock import SimulatedWallClock
     from recorder.encode import VideoSettings
     from recorder.pipeline import Pipeline, PipelineSettings
-    from sim.camera import SimCamera
-    from sim.clock import SimTime
-    from sim.microphone import SimMicrophone
 
-    t = SimTime(realtime=False)
-    wall = SimulatedWallClock(time.time_ns(), t.now_ns())
+    cfg = config.defaults()
+    cfg["video"].update(width=640, height=360, fps=30)
+    d = hardware.simulated(cfg, realtime=False, wall_start_ns=time.time_ns(),
+                           time_quality=TimeQuality.UNSYNCED)
+    t, wall = d.timebase, d.wall_clock
     ev = open_evidence(base / "evidence", base / "key", wall, t.now_ns, provision=True)
     settings = PipelineSettings(video=VideoSettings(640, 360))
-    p = Pipeline(settings, SimCamera(640, 360, 30, t), SimMicrophone(time_source=t), t, wall,
+    p = Pipeline(settings, d.camera, d.microphone, t, wall,
                  base / "evidence", sink=ev.sealer, on_event=ev.record)
     recordings = []
     start = p._start  # keep each recording, to read its segmenter's figures afterwards
-    p._start = lambda t0_ns: recordings.append(start(t0_ns)) or recordings[-1]
+    p._start = lambda *a, **kw: recordings.append(start(*a, **kw)) or recordings[-1]
     p.run(minutes * 60)
     ev.close()
     return [x for rec in recordings for x in rec.segmenter.seal_latencies]

@@ -6,7 +6,11 @@ set -euo pipefail
 
 repo="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 venv="$repo/.venv"
-apt_packages=(ffmpeg chrony espeak-ng sox shellcheck iproute2 tesseract-ocr tesseract-ocr-eng python3-venv time)
+# Each one is needed by a test (CI=true fails on any skip, see tests/conftest.py): systemd for
+# systemd-analyze (unit files), openssl + coreutils for the evidence recipe, passwd (useradd)
+# and mount for the install and storage tests, iproute2 for the dock network namespaces.
+apt_packages=(ffmpeg chrony espeak-ng sox shellcheck iproute2 tesseract-ocr tesseract-ocr-eng python3-venv time
+              systemd openssl coreutils passwd mount)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do

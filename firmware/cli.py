@@ -12,12 +12,76 @@ import signal
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from firmware import config as config_mod
 
+if TYPE_CHECKING:
+    from firmware.docking import DockWatcher
+    from firmware.evidence import Evidence
+    from firmware.hardware import Devices
+    from firmware.service import Service
+    from firmware.watchdog import Watchdog
+    from recorder.pipeline import Pipeline
+
+Config = dict[str, dict[str, Any]]   # a validated configuration (firmware.config.load)
+
 log = logging.getLogger("bodycam")
 
-EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG, EXIT_STORAGE = 0, 1, 2, 3, 4
+EXIT_OK, EXIT_FAIL, EXIT_USAGE, EXIT_CONFIG, EXIT_STORAGE, EXIT_IN_USE = 0, 1, 2, 3, 4, 5
+
+PROG = "bodycam"
+
+
+def error(message: str) -> None:
+    """Report a problem on stderr with the one prefix every bodycam error has (argparse's too)."""
+    print(f"{PROG}: error: {message}", file=sys.stderr)
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+    try:
+        return version("bodycam")
+    except PackageNotFoundError:
+        return "unknown (not installed)"
+
+
+def _seconds(text: str) -> float:
+    """A duration: a finite number of seconds greater than zero."""
+    import math
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected seconds, got {text!r}") from None
+    if not math.isfinite(value) or value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a number of seconds greater than 0, got {text!r}")
+    return value
+
+
+def _evidence_open_failed(exc: Exception, key_dir: Path | None, provision: bool = True) -> int:
+    """Report why the evidence store could not be opened; a missing key says how to get one."""
+    from recorder.identity import IdentityMissing
+    if isinstance(exc, IdentityMissing) and key_dir is not None:
+        error(f"no device key in {key_dir}: create one with 'bodycam identity init --key-dir "
+              f"{key_dir}', or point --key-dir at the device's key directory"
+              + (", or (bench and simulation only) add --provision to create one here"
+                 if provision else ""))
+    else:
+        error(f"cannot open the evidence store: {exc}")
+    return EXIT_FAIL
+
+
+def _require_key(args: argparse.Namespace, cfg: Config) -> None:
+    """Refuse before anything is created (output directory, runtime files) when the device key
+    is missing and will not be provisioned. Raises IdentityMissing."""
+    from recorder import identity
+    if getattr(args, "provision", False) or getattr(args, "no_seal", False):
+        return
+    identity.FileSigner.load(_key_dir(args, cfg))
+
+
+def _key_dir(args: argparse.Namespace, cfg: Config) -> Path:
+    return args.key_dir or Path(cfg["identity"]["key_dir"])
 
 
 def _setup_logging(verbosity: int) -> None:
@@ -34,11 +98,30 @@ def _stall(text: str) -> tuple[float, float]:
     return at, length
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse with bodycam's one error prefix, for the subcommands too ("bodycam: error: ...",
+    not "bodycam record: error: ...")."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{PROG}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    common = argparse.ArgumentParser(add_help=False)
+    common = _Parser(add_help=False)   # only lends its options (parents=[common])
     common.add_argument("-v", "--verbose", action="count", default=0,
                         help="more log output on stderr (-vv: debug)")
-    p = argparse.ArgumentParser(prog="bodycam", description="Body-worn camera recording service.")
+    common.add_argument("-q", "--quiet", action="count", default=0,
+                        help="less log output on stderr (errors only)")
+    p = _Parser(prog=PROG, description="Body-worn camera recording service.")
+    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    # the same options before the command (``bodycam -v status``); merged in main()
+    p.add_argument("-v", "--verbose", dest="global_verbose", action="count", default=0,
+                   help="more log output on stderr (-vv: debug)")
+    p.add_argument("-q", "--quiet", dest="global_quiet", action="count", default=0,
+                   help="less log output on stderr (errors only)")
+    p.add_argument("--config", dest="global_config", type=Path, metavar="FILE",
+                   help="TOML configuration file, for the commands that take one")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     r = sub.add_parser("record", parents=[common], help="record continuous signed segments",
@@ -47,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--sim", action="store_true", help="use simulated camera and microphone")
     r.add_argument("--fast", action="store_true",
                    help="with --sim: run as fast as possible on a virtual clock")
-    r.add_argument("--duration", type=float, metavar="SECONDS", help="stop after this long")
+    r.add_argument("--duration", type=_seconds, metavar="SECONDS", help="stop after this long")
     r.add_argument("--out", type=Path, help="evidence directory (default: storage.dir)")
     r.add_argument("--audio-wav", type=Path, help="with --sim: play this WAV into the microphone")
     r.add_argument("--camera-stall", type=_stall, action="append", metavar="AT:SECONDS",
@@ -67,7 +150,8 @@ def build_parser() -> argparse.ArgumentParser:
     evidence_cli.add_subcommands(sub)
 
     _add_service_commands(sub, common)
-    from firmware import dock_cli; dock_cli.add_subcommands(sub)
+    from firmware import dock_cli
+    dock_cli.add_subcommands(sub)
 
     c = sub.add_parser("config", parents=[common], help="check or print the configuration")
     csub = c.add_subparsers(dest="config_command", required=True, metavar="ACTION")
@@ -79,7 +163,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _add_service_commands(sub, common) -> None:
+def _add_service_commands(sub: argparse._SubParsersAction[_Parser], common: _Parser) -> None:
     run = sub.add_parser("run", parents=[common], help="run the device service (buttons, lamps, policy)",
                          description="The device service: self-check, pre-event buffer, recording "
                                      "on the officer's buttons, reasons, reminders, power watch.")
@@ -89,7 +173,7 @@ def _add_service_commands(sub, common) -> None:
     run.add_argument("--out", type=Path, help="evidence directory (default: storage.dir)")
     run.add_argument("--key-dir", type=Path, help="device key directory (default: identity.key_dir)")
     run.add_argument("--provision", action="store_true", help="create the device key if there is none")
-    run.add_argument("--duration", type=float, metavar="SECONDS", help="shut down after this long")
+    run.add_argument("--duration", type=_seconds, metavar="SECONDS", help="shut down after this long")
     run.set_defaults(func=cmd_run)
     st = sub.add_parser("status", parents=[common], help="run the self-check and print it (journaled)")
     st.add_argument("--config", type=Path, help="TOML configuration file")
@@ -107,69 +191,58 @@ def _add_service_commands(sub, common) -> None:
     sc.set_defaults(func=cmd_scenario)
 
 
-def cmd_scenario(args) -> int:
-    from sim.scenario import run_file
-    return run_file(args.file, args.out, args.config)
+def cmd_scenario(args: argparse.Namespace) -> int:
+    from firmware import hardware
+    return hardware.run_scenario_file(args.file, args.out, args.config)
 
 
-def _open_evidence(args, cfg, out, devices):
+def _open_evidence(args: argparse.Namespace, cfg: Config, out: Path, devices: Devices) -> Evidence:
     """Key, journal (boot record, salvage of what a crash left) and the config in force."""
-    from firmware.evidence import open_evidence
-
-    key_dir = args.key_dir or Path(cfg["identity"]["key_dir"])
-    evidence = open_evidence(out, key_dir, devices.wall_clock, devices.timebase.now_ns,
-                             provision=args.provision,
-                             boot_payload={"device_id": cfg["device"]["id"],
-                                           "officer_id": cfg["device"]["officer_id"],
-                                           "simulated": bool(args.sim)})
-    evidence.note_config(cfg)
-    return evidence
+    from firmware import hardware
+    return hardware.open_device_evidence(cfg, devices, out, _key_dir(args, cfg),
+                                         provision=args.provision, simulated=bool(args.sim))
 
 
-def _open_service(args, cfg, realtime=True):
+def _open_service(args: argparse.Namespace, cfg: Config, realtime: bool = True) -> tuple[Service, Path]:
     """Devices, evidence and the Service for ``run``/``status`` (sim or the Pi)."""
-    from firmware import hardware, service_config
-    from firmware.service import AplayAudioOut, Board, LoggedAudioOut, Service
-    from recorder.clock import TimeQuality
+    from firmware import hardware
 
     out = args.out or Path(cfg["storage"]["dir"])
     out = config_mod.check_output_dir(out, "--out" if args.out else "storage.dir")
     if args.sim:
-        from gpiozero.pins.mock import MockFactory, MockPWMPin
-        from sim.battery import SimulatedBattery
-        devices = hardware.simulated(cfg, realtime=realtime, time_quality=TimeQuality.NTP)
-        board = Board(SimulatedBattery(devices.timebase.now_ns), MockFactory(pin_class=MockPWMPin),
-                      LoggedAudioOut())
+        devices = hardware.simulated(cfg, realtime=realtime)   # the sim's one time quality
     else:
-        from hw.battery import Max17048
         devices = hardware.raspberry_pi(cfg)
-        board = Board(Max17048.from_config(config_mod.section(cfg, "battery")), None, AplayAudioOut())
-    evidence = _open_evidence(args, cfg, out, devices)
-    return Service(cfg, evidence, devices, board, service_config.from_config(cfg)), out
+    return hardware.build_service(cfg, devices, out, _key_dir(args, cfg), sim=bool(args.sim),
+                                  provision=args.provision), out
 
 
-def _runtime(cfg) -> Path:
-    from firmware import service_config
-    return Path(service_config.from_config(cfg).runtime_dir)
+def _runtime(cfg: Config) -> Path:
+    return Path(config_mod.section(cfg, "service").runtime_dir)
 
 
-def cmd_run(args) -> int:
+def cmd_run(args: argparse.Namespace) -> int:
     import fcntl
     import os
+
     from recorder.identity import IdentityError
     from recorder.journal import JournalError
 
     cfg = config_mod.load(args.config)
+    try:
+        _require_key(args, cfg)
+    except IdentityError as exc:
+        return _evidence_open_failed(exc, _key_dir(args, cfg))
     rt = _runtime(cfg)
     try:
         rt.mkdir(parents=True, exist_ok=True)
         lock = open(rt / "service.pid", "a+")
         fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        print(f"bodycam: a service is already running ({rt / 'service.pid'})", file=sys.stderr)
+        error(f"a service is already running ({rt / 'service.pid'})")
         return EXIT_FAIL
     except OSError as exc:
-        print(f"bodycam: cannot use runtime directory {rt}: {exc}", file=sys.stderr)
+        error(f"cannot use runtime directory {rt}: {exc}")
         return EXIT_FAIL
     lock.truncate(0)
     lock.write(f"{os.getpid()}\n")
@@ -177,8 +250,7 @@ def cmd_run(args) -> int:
     try:
         service, out = _open_service(args, cfg)
     except (IdentityError, JournalError, OSError) as exc:
-        print(f"bodycam: cannot open the evidence store: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return _evidence_open_failed(exc, _key_dir(args, cfg))
     status_file = rt / "status.txt"
     service.status_sink = lambda result: _write_atomic(status_file, result.to_text() + "\n")
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -205,7 +277,7 @@ def cmd_run(args) -> int:
     return EXIT_OK
 
 
-def _supervise(service):
+def _supervise(service: Service) -> Watchdog:
     """systemd watchdog: pinged only while the service loop keeps going round (a hung
     pipeline stops the pings, systemd restarts the unit, and the next boot record says
     the previous session did not end cleanly)."""
@@ -219,7 +291,7 @@ def _supervise(service):
     return watchdog
 
 
-def _dock_watcher(cfg, service):
+def _dock_watcher(cfg: Config, service: Service) -> DockWatcher | None:
     """On the Pi: dock when a host configures the USB gadget, and serve the dock link."""
     from firmware.dock_link import DockLink
     from firmware.docking import DockWatcher
@@ -229,7 +301,9 @@ def _dock_watcher(cfg, service):
     if not settings.enabled:
         return None
     key_file = Path(cfg["identity"]["key_dir"]) / "device-key.pem"
-    watcher = DockWatcher(UsbHostLink(), service.dock, service.undock,
+    gadget = config_mod.section(cfg, "gadget")   # the controller the gadget unit binds
+    host = UsbHostLink(gadget.udc, gadget.udc_class_dir)
+    watcher = DockWatcher(host, service.dock, service.undock,
                           lambda: DockLink(settings, service.ev, key_file=key_file))
     service.tick_hooks.append(watcher.tick)
     return watcher
@@ -241,7 +315,7 @@ def _write_atomic(path: Path, text: str) -> None:
     tmp.replace(path)
 
 
-def cmd_status(args) -> int:
+def cmd_status(args: argparse.Namespace) -> int:
     """Ask the running service for a fresh self-check (SIGUSR1), or run one here if none runs."""
     import fcntl
     import os
@@ -269,16 +343,15 @@ def cmd_status(args) -> int:
                     sys.stdout.write(text)
                     return EXIT_OK if "NO-GO" not in text.splitlines()[0] else EXIT_FAIL
                 time.sleep(0.1)
-            print(f"bodycam: the service (pid {running}) did not answer within {args.timeout:.0f} s",
-                  file=sys.stderr)
+            error(f"the service (pid {running}) did not answer within {args.timeout:.0f} s")
             return EXIT_FAIL
     from recorder.identity import IdentityError
     from recorder.journal import JournalError
     try:
+        _require_key(args, cfg)   # before the evidence directory is created
         service, _ = _open_service(args, cfg)
     except (IdentityError, JournalError, OSError) as exc:
-        print(f"bodycam: cannot open the evidence store: {exc}", file=sys.stderr)
-        return EXIT_FAIL
+        return _evidence_open_failed(exc, _key_dir(args, cfg))
     try:
         result = service.boot()
     finally:
@@ -287,20 +360,25 @@ def cmd_status(args) -> int:
     return EXIT_OK if result.go else EXIT_FAIL
 
 
-def cmd_config_check(args) -> int:
+def cmd_config_check(args: argparse.Namespace) -> int:
     config_mod.load(args.file)
     return EXIT_OK
 
 
-def cmd_config_defaults(args) -> int:
+def cmd_config_defaults(args: argparse.Namespace) -> int:
     sys.stdout.write(config_mod.render_defaults())
     return EXIT_OK
 
 
-def cmd_record(args) -> int:
+def cmd_record(args: argparse.Namespace) -> int:
     from firmware import hardware
+    from recorder.identity import IdentityError
 
     cfg = config_mod.load(args.config)
+    try:
+        _require_key(args, cfg)   # before the evidence directory is created
+    except IdentityError as exc:
+        return _evidence_open_failed(exc, _key_dir(args, cfg))
     out = args.out or Path(cfg["storage"]["dir"])
     out = config_mod.check_output_dir(out, "--out" if args.out else f"{args.config}: storage.dir")
     if args.sim:
@@ -315,7 +393,7 @@ def cmd_record(args) -> int:
         devices.close()
 
 
-def _record(args, cfg, out, devices) -> int:
+def _record(args: argparse.Namespace, cfg: Config, out: Path, devices: Devices) -> int:
     from recorder.identity import IdentityError
     from recorder.journal import JournalError
     from recorder.pipeline import Pipeline
@@ -326,8 +404,7 @@ def _record(args, cfg, out, devices) -> int:
         try:
             evidence = _open_evidence(args, cfg, out, devices)
         except (IdentityError, JournalError, OSError) as exc:
-            print(f"bodycam: cannot open the evidence store: {exc}", file=sys.stderr)
-            return EXIT_FAIL
+            return _evidence_open_failed(exc, _key_dir(args, cfg))
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -343,11 +420,10 @@ def _record(args, cfg, out, devices) -> int:
     try:
         results = pipeline.run(args.duration)
         if any(r.cause == "storage-full" for r in results):
-            print("bodycam: storage nearly full: recording stopped, dock the device",
-                  file=sys.stderr)
+            error("storage nearly full: recording stopped, dock the device")
             status = EXIT_STORAGE
     except StorageError as exc:
-        print(f"bodycam: storage failed: {exc}", file=sys.stderr)
+        error(f"storage failed: {exc}")
         status = EXIT_STORAGE
     finally:
         if progress:
@@ -361,7 +437,7 @@ def _record(args, cfg, out, devices) -> int:
 class _Progress:
     """A one-line progress display on a terminal; silent when stderr is a file or journald."""
 
-    def __init__(self, pipeline, duration, fps) -> None:
+    def __init__(self, pipeline: Pipeline, duration: float | None, fps: int) -> None:
         self.p, self.total, self.fps = pipeline, duration, fps
         self._stop = threading.Event()
         threading.Thread(target=self._loop, daemon=True).start()
@@ -379,16 +455,37 @@ class _Progress:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from firmware.memory import pin_mmap_threshold
+    from firmware.memory import disable_transparent_huge_pages, pin_mmap_threshold
 
     pin_mmap_threshold()
+    disable_transparent_huge_pages()
+    from recorder.journal import EvidenceInUse
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    _setup_logging(getattr(args, "verbose", 0))
+    _merge_global_options(parser, args)
+    _setup_logging(getattr(args, "verbose", 0) - getattr(args, "quiet", 0))
     try:
-        if hasattr(args, "handler"):  # subcommands registered by firmware.evidence_cli
-            return args.handler(args)
-        return args.func(args)
+        status: int = args.func(args)   # the subcommand's exit code
+        return status
+    except EvidenceInUse as exc:   # another writer holds the evidence root (journal.log flock)
+        error(str(exc))
+        return EXIT_IN_USE
+    except config_mod.OutputDirUnusable as exc:   # storage, not configuration (README: 4)
+        error(str(exc))
+        return EXIT_STORAGE
     except config_mod.ConfigError as exc:
-        print(f"bodycam: {exc}", file=sys.stderr)
+        error(str(exc))
         return EXIT_CONFIG
+
+
+def _merge_global_options(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Options given before the command count as if given after it."""
+    args.verbose = getattr(args, "verbose", 0) + args.global_verbose
+    args.quiet = getattr(args, "quiet", 0) + args.global_quiet
+    if args.global_config is not None:
+        if not hasattr(args, "config"):
+            parser.error(f"--config does not apply to '{args.command}'")
+        if args.config is not None and args.config != args.global_config:
+            parser.error("--config given twice with different files")
+        args.config = args.global_config

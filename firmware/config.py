@@ -8,39 +8,45 @@ camera that silently ignores a typo records the wrong thing all shift.
 from __future__ import annotations
 
 import dataclasses
+import errno
 import importlib
-import inspect
+import math
 import os
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, fields
+from decimal import Decimal
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from common.settings import Section, read_toml, setting
+from recorder import records
 from recorder.encode import AudioSettings, VideoSettings
 from recorder.pipeline import PipelineSettings
-from recorder.settings import read_toml
 
 
 class ConfigError(ValueError):
     """A configuration problem, naming the file and the key."""
 
 
-@dataclass(frozen=True)
-class Key:
-    default: Any
-    doc: str
-    check: Callable[[Any], str | None] | None = None  # returns a problem, or None if fine
+class OutputDirUnusable(ConfigError):
+    """The output directory exists (or could exist) but the storage refuses writing: read-only,
+    no permission, full or failing. A storage problem (exit 4), not a configuration one."""
 
 
-def _range(lo, hi):
+# mkdir failures that are the storage's fault, not the configured path's
+_STORAGE_ERRNOS = {errno.EROFS, errno.EACCES, errno.EPERM, errno.ENOSPC, errno.EDQUOT, errno.EIO}
+
+
+def _range(lo: float, hi: float) -> Callable[[Any], str | None]:
     return lambda v: None if lo <= v <= hi else f"must be between {lo} and {hi}"
 
 
-def _one_of(*choices):
+def _one_of(*choices: object) -> Callable[[Any], str | None]:
     return lambda v: None if v in choices else f"must be one of {', '.join(map(str, choices))}"
 
 
-def _timezone(v):
+def _timezone(v: str) -> str | None:
     try:
         ZoneInfo(v)
     except (ZoneInfoNotFoundError, ValueError):
@@ -48,64 +54,120 @@ def _timezone(v):
     return None
 
 
-def _nonempty(v):
+def _nonempty(v: str) -> str | None:
     return None if v.strip() else "must not be empty"
 
 
-SCHEMA: dict[str, dict[str, Key]] = {
-    "device": {
-        "id": Key("BWC-0000", "device ID, burned into every frame and every record (D12)", _nonempty),
-        "officer_id": Key("000000", "badge number of the officer the device is issued to (D12)", _nonempty),
-        "unit": Key("", "agency unit name, used in evidence file names at the dock (S3)"),
-    },
-    "video": {
-        "width": Key(1920, "frame width in pixels (even)", _range(160, 3840)),
-        "height": Key(1080, "frame height in pixels (multiple of 4)", _range(120, 2160)),
-        "fps": Key(30, "frames per second", _range(1, 60)),
-        "keyframe_interval_s": Key(1, "seconds between keyframes; at most this much is lost to a power cut",
-                                   _range(1, 10)),
-        "bitrate_kbps": Key(4000, "H.264 target bitrate (also sets storage hours)", _range(200, 50000)),
-        "preset": Key("superfast", "x264 speed preset for software encoding",
-                      _one_of("ultrafast", "superfast", "veryfast", "faster", "fast", "medium")),
-        "threads": Key(0, "encoder threads (0: automatic)", _range(0, 16)),
-        "encoder": Key("libx264", "libx264 (software: sim, Pi 5) or h264_v4l2m2m (Pi 4 / Zero 2 W "
-                       "hardware encoder)", _one_of("libx264", "h264_v4l2m2m")),
-    },
-    "audio": {
-        "sample_rate": Key(48000, "microphone sample rate in Hz", _one_of(16000, 32000, 44100, 48000)),
-        "bitrate_kbps": Key(64, "AAC bitrate", _range(16, 320)),
-    },
-    "segment": {
-        "seconds": Key(10, "length of each sealed segment; a multiple of the keyframe interval",
-                       _range(1, 600)),
-    },
-    "stamp": {
-        "timezone": Key("Asia/Shanghai", "time zone of the on-screen time (its UTC offset is shown)",
-                        _timezone),
-    },
-    "storage": {
-        "dir": Key("/var/lib/bodycam/evidence", "where segments and the journal are kept", _nonempty),
-        "reserve_mb": Key(256, "recording stops cleanly when free space falls below this; "
-                          "evidence is never overwritten", _range(0, 1_000_000)),
-    },
-    "identity": {
-        "key_dir": Key("/var/lib/bodycam/identity", "the device's Ed25519 key (private part mode "
-                       "0600); kept outside the evidence directory", _nonempty),
-    },
-    "capture": {
-        "stall_timeout_s": Key(1.0, "no camera frame for this long ends the recording as camera-stall",
-                               _range(0.2, 30.0)),
-        "max_bridge_s": Key(0.5, "shorter camera gaps are bridged by repeating the last frame (counted)",
-                            _range(0.0, 5.0)),
-        "mic_timeout_s": Key(2.0, "no sound for this long is logged as an error and filled with silence",
-                             _range(0.2, 60.0)),
-    },
-}
+class _Documented(Section):
+    """A section whose every key carries its meaning and check (``setting(...)``): the value
+    must have the default's type (an integer is taken for a float) and pass the check."""
+
+    ERROR = ConfigError
+
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            where = f"{self.SECTION}.{f.name}"
+            if not _same_type(f.default, value):
+                raise ConfigError(f"{where} must be {type(f.default).__name__}, got {value!r}")
+            if isinstance(f.default, float):
+                value = float(value)
+                object.__setattr__(self, f.name, value)
+            check = f.metadata.get("check")
+            problem = check(value) if check else None
+            if problem:
+                raise ConfigError(f"{where} = {value!r} {problem}")
 
 
-# Sections owned by the module that uses them: a dataclass with defaults and a
-# ``from_mapping(table)`` that refuses unknown keys and impossible values.
-SECTION_MODELS: dict[str, str] = {
+@dataclass(frozen=True)
+class DeviceSection(_Documented):
+    SECTION = "device"
+    id: str = setting("BWC-0000", "device ID, burned into every frame and every record (D12)",
+                      _nonempty)
+    officer_id: str = setting("000000", "badge number of the officer the device is issued to (D12)",
+                              _nonempty)
+    unit: str = setting("", "agency unit name, used in evidence file names at the dock (S3)")
+
+
+@dataclass(frozen=True)
+class VideoSection(_Documented):
+    SECTION = "video"
+    width: int = setting(1920, "frame width in pixels (even)", _range(160, 3840))
+    height: int = setting(1080, "frame height in pixels (multiple of 4)", _range(120, 2160))
+    fps: int = setting(30, "frames per second", _range(1, 60))
+    keyframe_interval_s: int = setting(1, "seconds between keyframes; at most this much is lost to "
+                                       "a power cut", _range(1, 10))
+    bitrate_kbps: int = setting(4000, "H.264 target bitrate (also sets storage hours)",
+                                _range(200, 50000))
+    preset: str = setting("superfast", "x264 speed preset for software encoding",
+                          _one_of("ultrafast", "superfast", "veryfast", "faster", "fast", "medium"))
+    threads: int = setting(0, "encoder threads (0: automatic)", _range(0, 16))
+    encoder: str = setting("libx264", "libx264 (software: sim, Pi 5) or h264_v4l2m2m (Pi 4 / Zero 2 W "
+                           "hardware encoder)", _one_of("libx264", "h264_v4l2m2m"))
+
+
+@dataclass(frozen=True)
+class AudioSection(_Documented):
+    SECTION = "audio"
+    sample_rate: int = setting(48000, "microphone sample rate in Hz",
+                               _one_of(16000, 32000, 44100, 48000))
+    bitrate_kbps: int = setting(64, "AAC bitrate", _range(16, 320))
+
+
+@dataclass(frozen=True)
+class SegmentSection(_Documented):
+    SECTION = "segment"
+    seconds: int = setting(10, "length of each sealed segment; a multiple of the keyframe interval",
+                           _range(1, 600))
+
+
+@dataclass(frozen=True)
+class StampSection(_Documented):
+    SECTION = "stamp"
+    timezone: str = setting("Asia/Shanghai", "time zone of the on-screen time (its UTC offset is "
+                            "shown)", _timezone)
+
+
+@dataclass(frozen=True)
+class StorageSection(_Documented):
+    SECTION = "storage"
+    dir: str = setting("/var/lib/bodycam/evidence", "where segments and the journal are kept",
+                       _nonempty)
+    reserve_mb: int = setting(256, "recording stops cleanly when free space falls below this; "
+                              "evidence is never overwritten", _range(0, 1_000_000))
+
+
+@dataclass(frozen=True)
+class IdentitySection(_Documented):
+    SECTION = "identity"
+    key_dir: str = setting("/var/lib/bodycam/identity", "the device's Ed25519 key (private part "
+                           "mode 0600); kept outside the evidence directory", _nonempty)
+
+
+@dataclass(frozen=True)
+class CaptureSection(_Documented):
+    SECTION = "capture"
+    stall_timeout_s: float = setting(1.0, "no camera frame for this long ends the recording as "
+                                     "camera-stall", _range(0.2, 30.0))
+    max_bridge_s: float = setting(0.5, "shorter camera gaps are bridged by repeating the last frame "
+                                  "(counted)", _range(0.0, 5.0))
+    mic_timeout_s: float = setting(2.0, "no sound for this long is logged as an error and filled "
+                                   "with silence", _range(0.2, 60.0))
+
+
+# Every section of the file, in the order ``config defaults`` prints them: a ``Section``
+# dataclass (common.settings) kept next to the code that uses it, loaded by
+# ``from_mapping(table, device_id=...)``. Named as "module:Class" so that reading a config
+# does not import every adapter.
+SECTIONS: dict[str, str] = {
+    "device": "firmware.config:DeviceSection",
+    "video": "firmware.config:VideoSection",
+    "audio": "firmware.config:AudioSection",
+    "segment": "firmware.config:SegmentSection",
+    "stamp": "firmware.config:StampSection",
+    "storage": "firmware.config:StorageSection",
+    "identity": "firmware.config:IdentitySection",
+    "capture": "firmware.config:CaptureSection",
     "controls": "hw.buttons:ControlsConfig",
     "indicators": "hw.indicators:IndicatorConfig",
     "battery": "hw.battery:BatteryConfig",
@@ -119,9 +181,9 @@ SECTION_MODELS: dict[str, str] = {
 }
 
 
-def _model(section: str):
-    module, _, name = SECTION_MODELS[section].partition(":")
-    return getattr(importlib.import_module(module), name)
+def _model(section: str) -> type[Section]:
+    module, _, name = SECTIONS[section].partition(":")
+    return cast("type[Section]", getattr(importlib.import_module(module), name))
 
 
 def _model_defaults(section: str) -> dict[str, Any]:
@@ -131,17 +193,16 @@ def _model_defaults(section: str) -> dict[str, Any]:
 
 
 def defaults() -> dict[str, dict[str, Any]]:
-    out = {sec: {k: key.default for k, key in keys.items()} for sec, keys in SCHEMA.items()}
-    out.update({sec: _model_defaults(sec) for sec in SECTION_MODELS})
-    return out
+    return {sec: _model_defaults(sec) for sec in SECTIONS}
 
 
-def section(cfg: dict[str, dict[str, Any]], name: str):
-    """The validated settings object of a delegated section (e.g. ``section(cfg, "controls")``)."""
-    model = _model(name)
-    if "device_id" in inspect.signature(model.from_mapping).parameters:
-        return model.from_mapping(cfg[name], device_id=cfg["device"]["id"])
-    return model.from_mapping(cfg[name])
+def section(cfg: dict[str, dict[str, Any]], name: str) -> Any:
+    """The validated settings object of a section (e.g. ``section(cfg, "controls")``)."""
+    return _model(name).from_mapping(cfg[name], device_id=cfg["device"]["id"])
+
+
+def _int_for_float(default: Any, value: Any) -> bool:
+    return isinstance(default, float) and isinstance(value, int) and not isinstance(value, bool)
 
 
 def _same_type(default: Any, value: Any) -> bool:
@@ -155,39 +216,30 @@ def _same_type(default: Any, value: Any) -> bool:
 def validate(data: dict[str, Any], source: str) -> dict[str, dict[str, Any]]:
     """Merge ``data`` over the defaults, refusing anything unknown or impossible."""
     merged = defaults()
+    device_id = data.get("device", {}).get("id", merged["device"]["id"])
     for sec, table in data.items():
-        if sec not in SCHEMA and sec not in SECTION_MODELS:
-            raise ConfigError(f"{source}: unknown section [{sec}] (known: "
-                              f"{', '.join([*SCHEMA, *SECTION_MODELS])})")
+        if sec not in SECTIONS:
+            raise ConfigError(f"{source}: unknown section [{sec}] (known: {', '.join(SECTIONS)})")
         if not isinstance(table, dict):
             raise ConfigError(f"{source}: [{sec}] must be a table")
-        if sec in SECTION_MODELS:
-            model = _model(sec)
-            extra = {}
-            if "device_id" in inspect.signature(model.from_mapping).parameters:
-                extra["device_id"] = data.get("device", {}).get("id", SCHEMA["device"]["id"].default)
-            try:
-                model.from_mapping(table, **extra)
-            except (ValueError, TypeError) as exc:
-                where = "" if f"[{sec}]" in str(exc) else f"[{sec}] "
-                raise ConfigError(f"{source}: {where}{exc}") from None
-            merged[sec].update(table)
-            continue
-        for k, value in table.items():
-            key = SCHEMA[sec].get(k)
-            if key is None:
+        model = _model(sec)
+        known = {f.name: f for f in dataclasses.fields(model)}
+        for k in table:
+            if k not in known:
                 raise ConfigError(f"{source}: unknown key {sec}.{k} (known in [{sec}]: "
-                                  f"{', '.join(SCHEMA[sec])})")
-            if not _same_type(key.default, value):
-                raise ConfigError(f"{source}: {sec}.{k} must be {type(key.default).__name__}, "
-                                  f"got {value!r}")
-            if isinstance(key.default, float):
-                value = float(value)
-            problem = key.check(value) if key.check else None
-            if problem:
-                raise ConfigError(f"{source}: {sec}.{k} = {value!r} {problem}")
-            merged[sec][k] = value
+                                  f"{', '.join(known)})")
+        try:
+            model.from_mapping(table, device_id=device_id)
+        except (ValueError, TypeError) as exc:
+            named = f"[{sec}]" in str(exc) or str(exc).startswith(f"{sec}.")
+            raise ConfigError(f"{source}: {'' if named else f'[{sec}] '}{exc}") from None
+        merged[sec].update({k: float(v) if _int_for_float(known[k].default, v) else v
+                            for k, v in table.items()})
     _cross_checks(merged, source)
+    try:
+        journal_form(merged)   # every setting must have an exact integer form for the journal
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from None
     return merged
 
 
@@ -205,6 +257,67 @@ def _cross_checks(c: dict[str, dict[str, Any]], source: str) -> None:
                           f"of video.keyframe_interval_s = {v['keyframe_interval_s']}")
 
 
+# How the configuration is journaled (config-change record, format version 2: integers only).
+# Key suffix -> (journaled suffix, factor): seconds and hours become milliseconds, percent
+# becomes per-mille, dBFS milli-dBFS, Hz milli-Hz. The TOML keys themselves are unchanged.
+JOURNAL_UNITS: tuple[tuple[str, str, int], ...] = (
+    ("_pct_per_h", "_permille_per_h", 10),
+    ("_percent", "_permille", 10),
+    ("_hours", "_ms", 3_600_000),
+    ("_dbfs", "_millidbfs", 1000),
+    ("_hz", "_millihz", 1000),
+    ("_s", "_ms", 1000),
+)
+
+
+def _journal_number(value: Any, factor: int, where: str, unit: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ConfigError(f"{where} = {value!r} is not a number")
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ConfigError(f"{where} = {value!r} is not finite")
+    exact = Decimal(repr(value)) * factor if isinstance(value, float) else Decimal(value) * factor
+    if exact != exact.to_integral_value():
+        raise ConfigError(f"{where} = {value!r} is not a whole number of {unit.lstrip('_')} "
+                          "(the journal holds integers only)")
+    return int(exact)
+
+
+def journal_form(cfg: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The configuration as the ``config-change`` record holds it: integers only.
+
+    ``capture.stall_timeout_s = 1.0`` becomes ``capture.stall_timeout_ms: 1000``,
+    ``battery.critical_percent = 5.0`` becomes ``battery.critical_permille: 50`` (see
+    JOURNAL_UNITS); an unset (None) value keeps null. Total: raises ConfigError for any
+    value that would still be a float, or not a whole number of the journaled unit.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    for sec, table in cfg.items():
+        if not isinstance(table, dict):
+            raise ConfigError(f"[{sec}] is not a table")
+        out[sec] = journal_table(table, sec)
+    return out
+
+
+def journal_table(table: dict[str, Any], sec: str) -> dict[str, Any]:
+    """One section in its journaled form (see ``journal_form``)."""
+    conv: dict[str, Any] = {}
+    for key, value in table.items():
+        name = key
+        for suffix, journaled, factor in JOURNAL_UNITS:
+            if key.endswith(suffix):
+                name = key[: -len(suffix)] + journaled
+                if value is not None:
+                    value = _journal_number(value, factor, f"{sec}.{key}", journaled)
+                break
+        if name in conv or (name != key and name in table):
+            raise ConfigError(f"{sec}.{key}: journaled name {name} is taken twice")
+        if records.find_float(value) is not None:
+            raise ConfigError(f"{sec}.{key} holds a float ({value!r}) with no integer unit "
+                              "for the journal: add it to config.JOURNAL_UNITS")
+        conv[name] = value
+    return conv
+
+
 def load(path: Path | None) -> dict[str, dict[str, Any]]:
     """Read and validate a config file; ``None`` gives the defaults."""
     if path is None:
@@ -218,9 +331,10 @@ def check_output_dir(path: Path, source: str = "storage.dir") -> Path:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise ConfigError(f"{source}: cannot create output directory {path}: {exc.strerror}") from None
+        kind = OutputDirUnusable if exc.errno in _STORAGE_ERRNOS else ConfigError
+        raise kind(f"{source}: cannot create output directory {path}: {exc.strerror}") from None
     if not os.access(path, os.W_OK | os.X_OK):
-        raise ConfigError(f"{source}: output directory {path} is not writable")
+        raise OutputDirUnusable(f"{source}: output directory {path} is not writable")
     return path.resolve()
 
 
@@ -240,17 +354,16 @@ def pipeline_settings(c: dict[str, dict[str, Any]]) -> PipelineSettings:
 def render_defaults() -> str:
     """The defaults as a commented TOML file (what deploy/bodycam.toml ships)."""
     out = ["# Body-worn camera configuration. Every key is optional; shown are the defaults.", ""]
-    for sec, keys in SCHEMA.items():
-        out.append(f"[{sec}]")
-        for k, key in keys.items():
-            out.append(f"# {key.doc}")
-            out.append(f"{k} = {_toml_value(key.default)}")
-        out.append("")
-    for sec in SECTION_MODELS:
+    for sec in SECTIONS:
         model = _model(sec)
-        out.append(f"# {(model.__doc__ or '').strip().splitlines()[0]} (see {SECTION_MODELS[sec]})")
+        documented = issubclass(model, _Documented)
+        if not documented:   # keys explained next to the code: name the class
+            out.append(f"# {(model.__doc__ or '').strip().splitlines()[0]} (see {SECTIONS[sec]})")
         out.append(f"[{sec}]")
+        docs = {f.name: f.metadata.get("doc") for f in dataclasses.fields(model)}
         for k, v in _model_defaults(sec).items():
+            if docs.get(k):
+                out.append(f"# {docs[k]}")
             out.append(f"{k} = {_toml_value(v)}" if v is not None else f"# {k} = (unset)")
         out.append("")
     return "\n".join(out)

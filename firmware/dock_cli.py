@@ -10,21 +10,24 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 from pathlib import Path
+from typing import TypeVar
 
 log = logging.getLogger(__name__)
+_P = TypeVar("_P", bound=argparse.ArgumentParser)   # the parser class of the subcommands
 
 
 def _serve(args: argparse.Namespace) -> int:
+    import time
+
+    from common.clock import SystemWallClock
     from firmware import config as config_mod
+    from firmware.cli import _evidence_open_failed, error
     from firmware.dock_link import DockLink, DockLinkError, DockSettings
     from firmware.evidence import open_evidence
-    from recorder.clock import SystemWallClock
     from recorder.identity import PRIVATE_KEY_NAME, IdentityError
     from recorder.journal import JournalError
-    import time
 
     cfg = config_mod.load(args.config)
     table = dict(cfg.get("dock", {}))
@@ -34,7 +37,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         settings = DockSettings.from_mapping(table)
     except ValueError as exc:
-        print(f"bodycam: {exc}", file=sys.stderr)
+        error(str(exc))
         return 3
     out = args.evidence or Path(cfg["storage"]["dir"])
     key_dir = args.key_dir or Path(cfg["identity"]["key_dir"])
@@ -43,9 +46,8 @@ def _serve(args: argparse.Namespace) -> int:
                                  boot_payload={"device_id": cfg["device"]["id"],
                                                "officer_id": cfg["device"]["officer_id"],
                                                "mode": "dock-serve"})
-    except (IdentityError, JournalError, OSError) as exc:
-        print(f"bodycam: cannot open the evidence store: {exc}", file=sys.stderr)
-        return 1
+    except (IdentityError, JournalError, OSError) as exc:   # EvidenceInUse: exit 5 in cli.main
+        return _evidence_open_failed(exc, key_dir, provision=False)
     link = DockLink(settings, evidence, key_file=key_dir / PRIVATE_KEY_NAME)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -53,7 +55,7 @@ def _serve(args: argparse.Namespace) -> int:
     try:
         link.start()
     except DockLinkError as exc:
-        print(f"bodycam: {exc}", file=sys.stderr)
+        error(str(exc))
         evidence.close("dock-link-error")
         return 1
     addr, port = link.address
@@ -66,7 +68,7 @@ def _serve(args: argparse.Namespace) -> int:
     return 0
 
 
-def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
+def add_subcommands(subparsers: argparse._SubParsersAction[_P]) -> None:
     dock = subparsers.add_parser("dock", help="dock link (offload to the dock station)")
     dsub = dock.add_subparsers(dest="dock_command", required=True)
     serve = dsub.add_parser("serve", help="serve the evidence to an agency dock until stopped")
@@ -78,4 +80,4 @@ def add_subcommands(subparsers: argparse._SubParsersAction) -> None:
     serve.add_argument("--port", type=int, help="override dock.port")
     serve.add_argument("--ca-file", help="override dock.ca_file (agency CA certificate)")
     serve.add_argument("--cert-file", help="override dock.cert_file (this device's certificate)")
-    serve.set_defaults(handler=_serve)
+    serve.set_defaults(func=_serve)

@@ -45,7 +45,7 @@ class DockWatcher:
         if present and self.link is None:
             self._enter()
         elif not present and self.link is not None:
-            self._leave()
+            self._leave(self.link)
 
     def _host_present(self) -> bool:
         try:
@@ -72,8 +72,8 @@ class DockWatcher:
         self.link = link
         log.info("docked: dock link up")
 
-    def _leave(self) -> None:
-        link, self.link = self.link, None
+    def _leave(self, link: Link) -> None:
+        self.link = None
         try:
             link.stop()
         finally:
@@ -82,4 +82,4 @@ class DockWatcher:
 
     def close(self) -> None:
         if self.link is not None:
-            self._leave()
+            self._leave(self.link)

@@ -10,10 +10,11 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+from common.clock import WallClock
+from firmware.config import journal_form
 from recorder import identity, records
-from recorder.clock import WallClock
 from recorder.journal import JOURNAL_NAME, Journal, JournalError, iter_records, last_record
 from recorder.salvage import SalvageResult, recover
 from recorder.seal import Sealer
@@ -32,16 +33,21 @@ class Evidence:
     sealer: Sealer
     salvaged: list[SalvageResult]
 
-    def record(self, kind: str, payload: dict) -> None:
+    def record(self, kind: str, payload: dict[str, Any]) -> None:
         """Journal an event; a journal that cannot be written is logged, never fatal to recording."""
         try:
             self.journal.append(kind, payload)
         except (JournalError, OSError, ValueError) as exc:
             log.error("could not journal %s %s: %s", kind, payload, exc)
 
-    def note_config(self, cfg: dict) -> bool:
+    def note_config(self, cfg: dict[str, dict[str, Any]]) -> bool:
         """Journal the effective configuration when it differs from the last one recorded, so
-        every recording can be read against the settings it was made with. True if journaled."""
+        every recording can be read against the settings it was made with. True if journaled.
+
+        The record holds ``config.journal_form(cfg)`` (integers only: ``*_ms``, ``*_permille``,
+        ...) and ``sha256`` is over its canonical JSON; raises ConfigError if that is not possible.
+        """
+        cfg = journal_form(cfg)
         digest = hashlib.sha256(records.canonical_json(cfg)).hexdigest()
         last = None
         for rec in iter_records(self.journal.path):
@@ -61,7 +67,7 @@ class Evidence:
         self.journal.close()
 
 
-def _previous_session(journal_path: Path) -> dict:
+def _previous_session(journal_path: Path) -> dict[str, Any]:
     """How the last session ended: a shutdown record last means cleanly; anything else means
     it was cut off (killed, hung and restarted by the watchdog, or the power went)."""
     try:
@@ -77,7 +83,7 @@ def _previous_session(journal_path: Path) -> dict:
 
 def open_evidence(root: Path, key_dir: Path, wall_clock: WallClock,
                   monotonic_ns: Callable[[], int], provision: bool = False,
-                  boot_payload: dict | None = None) -> Evidence:
+                  boot_payload: dict[str, Any] | None = None) -> Evidence:
     """Load the device key (or create it when ``provision``), open the journal, salvage leftovers."""
     try:
         signer = identity.FileSigner.load(key_dir)

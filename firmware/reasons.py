@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass
+from typing import Any
 
 
 class ReasonKind(str, enum.Enum):
@@ -27,7 +28,7 @@ class Reason:
     en: str
     kind: ReasonKind
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         return {"code": self.code, "number": self.number, "zh": self.zh, "en": self.en,
                 "kind": self.kind.value}
 

@@ -12,7 +12,8 @@ import math
 import time
 from dataclasses import dataclass
 from typing import Callable
-from recorder.settings import Section
+
+from common.settings import Section
 
 log = logging.getLogger(__name__)
 

@@ -17,12 +17,12 @@ import enum
 import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 
-from recorder.clock import TimeQuality, TimeSample
-from recorder.settings import Section
+from common.clock import TimeQuality, TimeSample
+from common.settings import Section
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +85,7 @@ class CheckItem:
     name: str
     status: Status
     detail: str
-    measured: dict = field(default_factory=dict)
+    measured: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -104,13 +104,19 @@ class SelfCheckResult:
                 return item
         raise KeyError(name)
 
-    def to_dict(self) -> dict:
-        """For the journal: JSON-safe (no NaN or infinity)."""
+    def to_dict(self) -> dict[str, Any]:
+        """For the journal: integers only (format version 2), no NaN or infinity.
+
+        Measured values and thresholds are in integer units named in the key
+        (``percent`` -> ``permille``, ``hours_left`` -> ``time_left_ms``, ``*_dbfs`` ->
+        ``*_millidbfs``...; the thresholds as the config-change record names them).
+        """
+        from firmware.config import journal_table
         return {
             "go": self.go,
-            "items": [{"name": i.name, "status": i.status.value, "detail": i.detail, "measured": i.measured}
-                      for i in self.items],
-            "thresholds": asdict(self.thresholds),
+            "items": [{"name": i.name, "status": i.status.value, "detail": i.detail,
+                       "measured": _journal_measured(i.measured)} for i in self.items],
+            "thresholds": journal_table(asdict(self.thresholds), SelfCheckThresholds.SECTION),
             "bitrate_bps": self.bitrate_bps,
         }
 
@@ -123,6 +129,33 @@ class SelfCheckResult:
             head += f" ({fails} failed, {warns} warning{'s' if warns != 1 else ''})"
         lines = [head] + [f"  {i.status.value.upper():4}  {i.name:<10} {i.detail}" for i in self.items]
         return "\n".join(lines)
+
+
+# A measured value's journaled name and factor (the journal holds integers only).
+_MEASURED_UNITS = {
+    "percent": ("permille", 10),
+    "hours_left": ("time_left_ms", 3_600_000),
+    "hours": ("recording_time_ms", 3_600_000),
+    "since_sync_s": ("since_sync_ms", 1000),
+    "rms_dbfs": ("rms_millidbfs", 1000),
+}
+
+
+def _journal_measured(measured: dict[str, Any]) -> dict[str, Any]:
+    out = {}
+    for key, value in measured.items():
+        if key in _MEASURED_UNITS:
+            key, factor = _MEASURED_UNITS[key]
+            if value is not None and not isinstance(value, bool):
+                value = round(value * factor)
+        if isinstance(value, float):
+            raise ValueError(f"self-check measured {key} = {value!r} has no integer unit for the journal")
+        out[key] = value
+    return out
+
+
+# a probe as a judge below sees it: its answer is checked, not trusted (else _Unusable)
+_Probe = Callable[[], object]
 
 
 class _Unusable(Exception):
@@ -166,7 +199,7 @@ def rms_dbfs(samples: np.ndarray) -> float:
     return 20 * math.log10(rms) if rms > 0 else -math.inf
 
 
-def _battery(probe, t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
+def _battery(probe: _Probe, t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
     answer = probe()
     if not isinstance(answer, tuple) or len(answer) != 2:
         raise _Unusable(f"battery probe gave {answer!r}, not (percent, hours_left)")
@@ -186,7 +219,7 @@ def _battery(probe, t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
     return CheckItem("battery", status, detail, {"percent": percent, "hours_left": hours})
 
 
-def _storage(probe, t: SelfCheckThresholds, bitrate: int) -> CheckItem:
+def _storage(probe: _Probe, t: SelfCheckThresholds, bitrate: int) -> CheckItem:
     free = probe()
     if isinstance(free, bool) or not isinstance(free, (int, np.integer)) or free < 0:
         raise _Unusable(f"free storage is {free!r}, not a byte count")
@@ -196,7 +229,7 @@ def _storage(probe, t: SelfCheckThresholds, bitrate: int) -> CheckItem:
     return CheckItem("storage", status, detail, {"free_bytes": int(free), "hours": round(hours, 3)})
 
 
-def _time(probe, t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
+def _time(probe: _Probe, t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
     answer = probe()
     since = None
     if isinstance(answer, TimeSample):
@@ -218,13 +251,13 @@ def _time(probe, t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
     return CheckItem("time", Status.WARN, f"RTC only, last synced {since / 3600:.1f} h ago", measured)
 
 
-def _camera(probe, _t, _bitrate) -> CheckItem:
+def _camera(probe: _Probe, _t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
     ok = _flag(probe(), "camera probe")
     return CheckItem("camera", Status.PASS if ok else Status.FAIL,
                      "frames delivered" if ok else "no frames from the camera", {"frames": ok})
 
 
-def _microphone(probe, t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
+def _microphone(probe: _Probe, t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
     level = _number(probe(), "microphone RMS")
     if level > 0:
         raise _Unusable(f"microphone RMS {level} dBFS is above full scale")
@@ -238,7 +271,7 @@ def _microphone(probe, t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
     return CheckItem("microphone", Status.PASS, f"{level:.1f} dBFS", measured)
 
 
-def _journal(probe, _t, _bitrate) -> CheckItem:
+def _journal(probe: _Probe, _t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
     ok = _flag(probe(), "journal probe")
     return CheckItem("journal", Status.PASS if ok else Status.FAIL,
                      "verified" if ok else "journal does not verify", {"verified": ok})

@@ -5,9 +5,17 @@ recording -> interrupted -> ready (abnormal end: a reason is asked, D5);
 recording -> paused -> recording/ready (lawfully not recording, D6); ready <-> docked.
 
 Everything runs in one thread, paced by the camera (one iteration per frame
-or stall timeout), on one injected clock, so a scenario on the simulator's
-virtual clock runs a shift in seconds and gives the same journal as real time.
-Button callbacks only queue gestures; the loop acts on them.
+or stall timeout, :meth:`recorder.pipeline.Pipeline.step`), on one injected
+clock, so a scenario on the simulator's virtual clock runs a shift in seconds
+and gives the same journal as real time. Button callbacks only queue
+gestures; the loop acts on them.
+
+This module only wires and sequences; each concern lives in its own module:
+what a gesture means (``firmware.intents``), the states and the questions in
+flight (``firmware.states``), voice notes (``firmware.voice_notes``), battery
+and storage (``firmware.watches``), the spoken notice
+(``firmware.announcement``), a reason owed across a reboot
+(``firmware.pending_reasons``), the speaker (``hw.audio_out``).
 
 Officer controls (defaults, see [controls]):
 * record double-press: start (ready); pause request (recording: then choose a
@@ -21,30 +29,33 @@ Officer controls (defaults, see [controls]):
 from __future__ import annotations
 
 import collections
-import datetime as dt
-import hashlib
 import logging
-import math
-import secrets
 import threading
-from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Protocol
+from dataclasses import dataclass, field, replace
+from typing import Any, Callable
 
-import numpy as np
+from gpiozero.pins import Factory
 
 from firmware import config as config_mod
 from firmware import reasons as reasons_mod
-from firmware.reasons import ReasonKind, UnknownReason
-from firmware.reminder import RecordingReminder
-from firmware.selfcheck import Probes, SelfCheckResult, rms_dbfs, run_self_check
+from firmware.announcement import announce
+from firmware.evidence import Evidence
+from firmware.hardware import Devices
+from firmware.intents import Intent, intent_for
+from firmware.pending_reasons import pending_from_journal
+from firmware.reasons import Reason, ReasonKind, UnknownReason
+from firmware.reminder import RecordingReminder, ReminderConfig
+from firmware.selfcheck import Probes, SelfCheckResult, SelfCheckThresholds, run_self_check
 from firmware.service_config import ServiceConfig
-from firmware.states import NoReasonPending, PendingReason, State, StateMachine
-from hw.battery import BatteryError, estimate_hours_left
-from hw.buttons import Gesture, GestureButtons, GestureKind
-from hw.indicators import Indicators
-from recorder.journal import JournalError, iter_records
-from recorder.pipeline import Pipeline, RecordingResult
+from firmware.states import Answered, State, StateMachine
+from firmware.voice_notes import RecentSound, note_id
+from firmware.watches import MB, BatteryWatch, Power, StorageWatch
+from hw.audio_out import AudioOut, LoggedAudioOut
+from hw.battery import BatteryConfig, BatteryGauge, estimate_hours_left
+from hw.buttons import ControlsConfig, Gesture, GestureButtons
+from hw.indicators import IndicatorConfig, Indicators
+from recorder.journal import JournalError
+from recorder.pipeline import Pipeline, PipelineSettings, RecordingResult
 from recorder.segmenter import StorageError
 from recorder.verify import verify_directory
 from recorder.voice_note import VoiceNoteError, VoiceNoteWriter, seal_orphans
@@ -52,56 +63,54 @@ from recorder.voice_note import VoiceNoteError, VoiceNoteWriter, seal_orphans
 log = logging.getLogger(__name__)
 
 NS = 1_000_000_000
-SOUNDS_DIR = Path(__file__).parent / "sounds"
-DEFAULT_NOTICE = SOUNDS_DIR / "notice-zh.wav"
-RECENT_AUDIO_S = 3.0   # sound kept in RAM so a voice note starts at the press, not at the hold threshold
-
-
-class AudioOut(Protocol):
-    def play(self, path: Path) -> None: ...
-
-
-class LoggedAudioOut:
-    """The simulator's speaker: remembers what it was asked to play."""
-
-    def __init__(self) -> None:
-        self.played: list[Path] = []
-
-    def play(self, path: Path) -> None:
-        log.info("audio out: %s", path)
-        self.played.append(Path(path))
-
-
-class AplayAudioOut:
-    """The Pi's speaker through ALSA ``aplay`` (non-blocking: recording never waits for it)."""
-
-    def play(self, path: Path) -> None:
-        import subprocess
-        subprocess.Popen(["aplay", "-q", str(path)], stdin=subprocess.DEVNULL)
 
 
 @dataclass
 class Board:
     """What the service runs on besides camera and microphone."""
 
-    battery: Any                          # hw.battery.BatteryGauge
-    pin_factory: Any = None               # gpiozero pin factory (MockFactory in sim; None = default)
+    battery: BatteryGauge                 # Max17048 on the Pi, sim.battery.SimulatedBattery
+    pin_factory: Factory | None = None    # gpiozero pin factory (MockFactory in sim; None = default)
     audio_out: AudioOut = field(default_factory=LoggedAudioOut)
     storage_free: Callable[[], int] | None = None   # free bytes; default: the evidence filesystem
 
 
-class _VoiceNote:
-    def __init__(self, pressed_ns: int, blocks: list) -> None:
-        self.pressed_ns = pressed_ns
-        self.blocks = [b for b in blocks if b.mono_ns + len(b.samples) * NS // b.sample_rate > pressed_ns]
+@dataclass(frozen=True)
+class ServiceSettings:
+    """Every setting the service reads, already validated and typed (one object, not a dict)."""
+
+    pipeline: PipelineSettings
+    controls: ControlsConfig
+    indicators: IndicatorConfig
+    battery: BatteryConfig
+    selfcheck: SelfCheckThresholds
+    reminder: ReminderConfig
+    service: ServiceConfig
+    reserve_bytes: int                    # [storage] reserve_mb: never recorded into
+
+    @classmethod
+    def from_config(cls, cfg: dict[str, dict[str, Any]],
+                    service: ServiceConfig | None = None) -> ServiceSettings:
+        """From a validated configuration (``firmware.config.load``/``validate``); ``service``
+        overrides its ``[service]`` section (scenarios)."""
+        sc: ServiceConfig = service or (config_mod.section(cfg, "service") if "service" in cfg
+                                        else ServiceConfig())
+        pipeline = replace(config_mod.pipeline_settings(cfg), prebuffer_s=sc.prebuffer_s,
+                           prebuffer_audio=sc.prebuffer_audio)
+        return cls(pipeline, config_mod.section(cfg, "controls"), config_mod.section(cfg, "indicators"),
+                   config_mod.section(cfg, "battery"), config_mod.section(cfg, "selfcheck"),
+                   config_mod.section(cfg, "reminder"), sc, cfg["storage"]["reserve_mb"] * MB)
+
+    @property
+    def bitrate_bps(self) -> int:
+        return (self.pipeline.video.bitrate_kbps + self.pipeline.audio.bitrate_kbps) * 1000
 
 
 class Service:
-    def __init__(self, cfg: dict, evidence, devices, board: Board,
-                 service_cfg: ServiceConfig | None = None,
+    def __init__(self, settings: ServiceSettings, evidence: Evidence, devices: Devices, board: Board,
                  on_dock: Callable[[str], None] | None = None) -> None:
-        self.cfg = cfg
-        self.sc = service_cfg or ServiceConfig()
+        self.settings = settings
+        self.sc = sc = settings.service
         self.ev, self.dev, self.board = evidence, devices, board
         self.clock = devices.timebase.now_ns
         self.on_dock = on_dock or (lambda phase: None)
@@ -109,65 +118,38 @@ class Service:
         self.check_requested = threading.Event()
         self.tick_hooks: list[Callable[[int], None]] = []   # scenario: drive pins etc. at loop time
         self.status_sink: Callable[[SelfCheckResult], None] | None = None
-        self.rate = cfg["audio"]["sample_rate"]
-        self.reserve = cfg["storage"]["reserve_mb"] * 1024 * 1024
-        self.battery_cfg = config_mod.section(cfg, "battery")
-        self.thresholds = config_mod.section(cfg, "selfcheck")
-        controls = config_mod.section(cfg, "controls")
-        settings = config_mod.pipeline_settings(cfg)
-        from dataclasses import replace
-        settings = replace(settings, prebuffer_s=self.sc.prebuffer_s, prebuffer_audio=self.sc.prebuffer_audio)
-        self.bitrate = (cfg["video"]["bitrate_kbps"] + cfg["audio"]["bitrate_kbps"]) * 1000
-        self.pipeline = Pipeline(settings, devices.camera, devices.microphone, devices.timebase,
+        free = board.storage_free or evidence.store.free_bytes
+        self.storage = StorageWatch(free, settings.reserve_bytes, sc.storage_warn_mb * MB,
+                                    self._journal, sc.storage_poll_s)
+        self.battery = BatteryWatch(board.battery, settings.battery, self._journal,
+                                    sc.power_poll_s, sc.low_battery_repeat_s)
+        self.pipeline = Pipeline(settings.pipeline, devices.camera, devices.microphone, devices.timebase,
                                  devices.wall_clock, evidence.store.root, sink=evidence.sealer,
                                  position=devices.position,
-                                 on_event=self._pipeline_event, storage_low=self._storage_at_reserve)
-        self.pipeline.audio_tap = self._audio_in
-        self.states = StateMachine(self._journal, self.clock, self.sc.reason_timeout_s,
-                                   pending=self._pending_from_journal())
-        self.notes = VoiceNoteWriter(evidence.store, evidence.journal, self.rate,
-                                     cfg["audio"]["bitrate_kbps"])
+                                 on_event=self._journal, storage_low=self.storage.at_reserve)
+        self.sound = RecentSound()
+        self.pipeline.audio_tap = lambda blocks: self.sound.feed(blocks, self.clock())
+        self.states = StateMachine(self._journal, self.clock, sc.reason_timeout_s,
+                                   pending=pending_from_journal(evidence.journal.path, self.clock()),
+                                   pause_request_s=sc.pause_request_s, note_answer_s=sc.note_answer_s)
+        self.notes = VoiceNoteWriter(evidence.store, evidence.journal, settings.pipeline.audio.sample_rate,
+                                     settings.pipeline.audio.bitrate_kbps)
         self._gestures: collections.deque[Gesture] = collections.deque()
-        self.buttons = GestureButtons(controls, self._gestures.append, clock=self.clock,
+        self.buttons = GestureButtons(settings.controls, self._gestures.append, clock=self.clock,
                                       pin_factory=board.pin_factory)
-        self.indicators = Indicators(config_mod.section(cfg, "indicators"), clock=self.clock,
-                                     pin_factory=board.pin_factory)
-        self.reminder = RecordingReminder.from_config(config_mod.section(cfg, "reminder"),
-                                                      self._remind, self.clock)
-        self._recent: collections.deque = collections.deque()
-        self._note: _VoiceNote | None = None
-        self._note_for_reason: tuple[str, int] | None = None    # (note id, answer by)
-        self._pause_request: int | None = None                  # deadline
-        self._pause_note: str | None = None
-        self._resume_after_stall = False
-        self._last_power_ns = self._last_storage_ns = None
-        self._battery_low_cued_ns: int | None = None
-        self._gauge_failed = False
-        self._storage_warned = False
+        self.indicators = Indicators(settings.indicators, clock=self.clock, pin_factory=board.pin_factory)
+        self.reminder = RecordingReminder.from_config(settings.reminder, self._remind, self.clock)
         self.last_check: SelfCheckResult | None = None
         self.cues: list[str] = []   # every cue played, in order (for the scenario report)
 
     # -- journal ----------------------------------------------------------------
-    def _journal(self, kind: str, payload: dict):
+    def _journal(self, kind: str, payload: dict[str, Any]) -> object:
         """Journal a fact; a journal that fails is logged, never allowed to stop recording."""
         try:
             return self.ev.journal.append(kind, payload)
         except (JournalError, OSError, ValueError) as exc:
             log.error("could not journal %s: %s", kind, exc)
             return None
-
-    def _pipeline_event(self, kind: str, payload: dict) -> None:
-        self._journal(kind, payload)
-
-    def _pending_from_journal(self) -> PendingReason | None:
-        """An interruption left unanswered before a restart is still owed (states.py: persist-worthy)."""
-        pending = None
-        for rec in iter_records(self.ev.journal.path):
-            if rec.type == "reason-pending":
-                pending = PendingReason(rec.payload.get("cause", "fault"), self.clock())
-            elif rec.type in ("reason-given", "reason-missing"):
-                pending = None
-        return pending
 
     # -- cues and lamps ----------------------------------------------------------------
     def _cue(self, name: str) -> None:
@@ -183,34 +165,20 @@ class Service:
     def _remind(self) -> None:
         self._cue("reminder")
 
-    # -- sound -----------------------------------------------------------------------
-    def _audio_in(self, blocks: list) -> None:
-        self._recent.extend(blocks)
-        horizon = self.clock() - int(RECENT_AUDIO_S * NS)
-        while self._recent and self._recent[0].mono_ns < horizon and (
-                self._note is None or self._recent[0].mono_ns < self._note.pressed_ns - NS):
-            self._recent.popleft()
-        if self._note is not None:
-            self._note.blocks.extend(blocks)
-
     def mic_level_dbfs(self, seconds: float = 1.0) -> float:
-        if not self._recent:
-            return -math.inf
-        since = self.clock() - int(seconds * NS)
-        pcm = [b.samples for b in self._recent if b.mono_ns >= since] or [self._recent[-1].samples]
-        return rms_dbfs(np.concatenate(pcm))
+        return self.sound.level_dbfs(self.clock(), seconds)
 
     # -- self-check (D1) -------------------------------------------------------------
     def _probes(self) -> Probes:
-        def battery():
+        def battery() -> tuple[float, float | None]:
             reading = self.board.battery.read()
-            return reading.percent, estimate_hours_left(reading, self.battery_cfg.nominal_drain_pct_per_h)
+            return reading.percent, estimate_hours_left(reading, self.settings.battery.nominal_drain_pct_per_h)
 
-        def camera():
+        def camera() -> bool:
             last = self.pipeline.last_frame_ns
             return last is not None and self.clock() - last <= 2 * self.pipeline.s.stall_timeout_s * NS
 
-        def journal():
+        def journal() -> bool:
             if not self.sc.verify_journal:
                 return True
             result = verify_directory(self.ev.store.root, self.ev.signer.public_key_pem(),
@@ -219,12 +187,12 @@ class Service:
                 log.error("self-check: evidence does not verify: %s", result.failure)
             return result.ok
 
-        return Probes(battery=battery, storage=lambda: max(0, self._free_bytes() - self.reserve),
+        return Probes(battery=battery, storage=self.storage.usable_bytes,
                       time=lambda: self.dev.wall_clock.at(self.clock()), camera=camera,
                       microphone=self.mic_level_dbfs, journal=journal)
 
     def self_check(self) -> SelfCheckResult:
-        result = run_self_check(self._probes(), self.thresholds, self.bitrate)
+        result = run_self_check(self._probes(), self.settings.selfcheck, self.settings.bitrate_bps)
         self.last_check = result
         if self.status_sink is not None:
             self.status_sink(result)
@@ -283,8 +251,7 @@ class Service:
         now = self.clock()
         if ended is not None:
             self._recording_ended_by_itself(ended)
-        elif frame_ns is not None and self._resume_after_stall and self.states.state is State.READY:
-            self._resume_after_stall = False
+        elif frame_ns is not None and self.states.camera_returned():
             self._start("auto-resume")
         for hook in self.tick_hooks:
             hook(now)
@@ -301,60 +268,66 @@ class Service:
         if self.states.poll():
             self._cue("reason-missing")
         self.reminder.poll()
-        if self._note is not None and now - self._note.pressed_ns >= self.sc.voice_note_max_s * NS:
+        if self.sound.holding and now - (self.sound.pressed_ns or now) >= self.sc.voice_note_max_s * NS:
             log.warning("voice note longer than %.0f s: cut", self.sc.voice_note_max_s)
             self._end_note(now)
-        if self._note_for_reason and now >= self._note_for_reason[1]:
-            note_id, _ = self._note_for_reason
-            self._note_for_reason = None
-            self._give_reason(None, note_id)
-        if self._pause_request is not None and now >= self._pause_request:
-            self._pause_request = None
-            self._journal("pause-request-expired", {"mono_ns": now, "note_id": self._pause_note})
-            self._pause_note = None
-            self._cue("reason-missing")
-        if self._last_power_ns is None or now - self._last_power_ns >= self.sc.power_poll_s * NS:
-            self._last_power_ns = now
-            self._watch_battery(now)
-        if self._last_storage_ns is None or now - self._last_storage_ns >= self.sc.storage_poll_s * NS:
-            self._last_storage_ns = now
-            self._watch_storage()
+        for done in self.states.poll_requests():
+            self._cue("reason-accepted" if done is Answered.NOTE_ANSWERED else "reason-missing")
+        power = self.battery.poll(now, self.states.state is State.RECORDING)
+        if power is Power.CRITICAL:
+            self._interrupted("low-battery", permille=self.battery.permille)
+            self._cue("low-battery")
+        elif power is Power.LOW:
+            self._cue("low-battery")
+        if self.storage.poll(now):
+            self._cue("fault")
 
     # -- gestures ------------------------------------------------------------------------
     def _handle(self, g: Gesture) -> None:
-        state = self.states.state
-        log.debug("gesture %s in %s", g.kind.value, state.value)
-        if g.kind is GestureKind.RECORD_START:
-            if state is State.READY:
-                self._start("officer", g)
-            elif state is State.INTERRUPTED:
-                self.states.recover()
-                self._start("officer", g)
-            elif state is State.RECORDING:
-                self._pause_request = self.clock() + int(self.sc.pause_request_s * NS)
-                self._journal("pause-requested", {"mono_ns": self.clock(), "pressed_ns": g.pressed_ns})
-                self._cue("reason-required")
-            elif state is State.PAUSED:
-                self._resume(g)
-            elif state is State.FAULT:
-                self._run_check_in_state()
-            else:
-                log.info("record start ignored in %s", state.value)
-        elif g.kind is GestureKind.RECORD_STOP:
-            if state is State.RECORDING:
-                self._stop_recording(g)
-            elif state is State.PAUSED:
-                self.states.end_pause()
-                self._after_state_change()
-        elif g.kind is GestureKind.MARK:
-            self._mark(g)
-        elif g.kind is GestureKind.MARK_HOLD_START:
-            self._note = _VoiceNote(g.pressed_ns, list(self._recent))
+        states = self.states
+        pending = states.pending
+        intent = intent_for(g, states.state, states.pause_requested,
+                            reason_asked=pending is not None and not pending.missing_logged)
+        log.debug("gesture %s in %s: %s", g.kind.value, states.state.value, intent.value)
+        if intent is Intent.START:
+            self._start("officer", g)
+        elif intent is Intent.START_AFTER_INTERRUPTION:
+            states.recover()
+            self._start("officer", g)
+        elif intent is Intent.REQUEST_PAUSE:
+            states.request_pause(g.pressed_ns)
+            self._cue("reason-required")
+        elif intent is Intent.RESUME:
+            self._resume(g)
+        elif intent is Intent.RETRY_CHECK:
+            self._run_check_in_state()
+        elif intent is Intent.STOP:
+            self._stop_recording()
+        elif intent is Intent.END_PAUSE:
+            states.end_pause()
+            self._after_state_change()
+        elif intent is Intent.PAUSE_REASON:
+            reason = self._reason_from_presses(ReasonKind.NOT_RECORDING, g.count)
+            if reason is not None:
+                self._pause(reason.code)
+        elif intent is Intent.INTERRUPTION_REASON:
+            reason = self._reason_from_presses(ReasonKind.INTERRUPTION, g.count)
+            if reason is not None and states.answer_with_code(reason.code):
+                self._cue("reason-accepted")
+        elif intent is Intent.BOOKMARK:
+            self._journal("mark", {"count": g.count, "pressed_ns": g.pressed_ns, "mono_ns": g.at_ns,
+                                   "state": states.state.value,
+                                   "recording_id": self.pipeline.current_recording_id})
+            self._cue("bookmark")
+        elif intent is Intent.NOTE_START:
+            self.sound.hold(g.pressed_ns if g.pressed_ns is not None else g.at_ns)
             self._cue("voice-note-start")
-        elif g.kind is GestureKind.MARK_HOLD_END:
-            self._end_note(g.released_ns)
+        elif intent is Intent.NOTE_END:
+            self._end_note(g.released_ns if g.released_ns is not None else g.at_ns)
+        else:
+            log.info("%s ignored in %s", g.kind.value, states.state.value)
 
-    def _reason_from_presses(self, kind: ReasonKind, count: int):
+    def _reason_from_presses(self, kind: ReasonKind, count: int) -> Reason | None:
         """The reason ``count`` presses select, or None (journaled, officer cued to try again)."""
         try:
             return reasons_mod.by_press_count(kind, count)
@@ -363,74 +336,31 @@ class Service:
             self._cue("reason-required")
             return None
 
-    def _mark(self, g: Gesture) -> None:
-        state = self.states.state
-        if self._pause_request is not None and state is State.RECORDING:
-            reason = self._reason_from_presses(ReasonKind.NOT_RECORDING, g.count)
-            if reason is not None:
-                self._pause(reason.code)
-            return
-        pending = self.states.pending
-        if pending is not None and not pending.missing_logged:   # after reason-missing: a bookmark
-            reason = self._reason_from_presses(ReasonKind.INTERRUPTION, g.count)
-            if reason is None:
-                return
-            note = self._note_for_reason[0] if self._note_for_reason else None
-            self._note_for_reason = None
-            self._give_reason(reason.code, note)
-            return
-        rid = self.pipeline.rec.id if self.pipeline.recording and hasattr(self.pipeline.rec, "id") else None
-        self._journal("mark", {"count": g.count, "pressed_ns": g.pressed_ns, "mono_ns": g.at_ns,
-                               "state": state.value, "recording_id": rid})
-        self._cue("bookmark")
-
-    def _give_reason(self, code: str | None, note_id: str | None) -> None:
-        try:
-            self.states.give_reason(code, note_id)
-        except NoReasonPending:
-            self._journal("mark", {"note_id": note_id, "code": code, "state": self.states.state.value,
-                                   "mono_ns": self.clock(), "unsolicited_reason": True})
-            return
-        self._cue("reason-accepted")
-
     def _end_note(self, released_ns: int) -> None:
-        note, self._note = self._note, None
-        if note is None:
+        held = self.sound.release(released_ns)
+        if held is None:
             return
+        pressed_ns, pcm = held
         self._cue("voice-note-end")
-        pcm = []
-        for b in note.blocks:
-            n = len(b.samples)
-            start = max(0, (note.pressed_ns - b.mono_ns) * b.sample_rate // NS)
-            stop = min(n, max(0, (released_ns - b.mono_ns) * b.sample_rate // NS))
-            if stop > start:
-                pcm.append(b.samples[start:stop])
         wall = self.dev.wall_clock
-        t = dt.datetime.fromtimestamp(wall.at(note.pressed_ns).wall_ns / 1e9, dt.timezone.utc)
-        note_id = f"VN-{t:%Y%m%dT%H%M%SZ}-{secrets.token_hex(3)}"
+        vn_id = note_id(wall.at(pressed_ns).wall_ns)
         pending = self.states.pending
-        link = {"state": self.states.state.value,
-                "answers": ("pause-request" if self._pause_request is not None
-                            else "interruption" if pending is not None else None),
+        link = {"state": self.states.state.value, "answers": self.states.note_answers(),
                 "cause": pending.cause if pending else None,
                 "interrupted_ns": pending.interrupted_ns if pending else None,
-                "recording_id": getattr(self.pipeline.rec, "id", None)}
+                "recording_id": self.pipeline.current_recording_id}
         try:
-            self.notes.seal(note_id, np.concatenate(pcm) if pcm else np.zeros(0, np.int16),
-                            wall.at(note.pressed_ns), wall.at(released_ns), link)
+            self.notes.seal(vn_id, pcm, wall.at(pressed_ns), wall.at(released_ns), link)
         except (VoiceNoteError, JournalError, OSError) as exc:
             log.error("voice note not kept: %s", exc)
-            self._journal("voice-note-failed", {"error": str(exc), "pressed_ns": note.pressed_ns})
+            self._journal("voice-note-failed", {"error": str(exc), "pressed_ns": pressed_ns})
             return
-        if self._pause_request is not None:
-            self._pause_note = note_id
-        elif pending is not None:
-            self._note_for_reason = (note_id, self.clock() + int(self.sc.note_answer_s * NS))
+        self.states.note_recorded(vn_id)
 
     # -- recording -------------------------------------------------------------------------
     def _start(self, how: str, g: Gesture | None = None) -> None:
         due = self.states.start_recording()
-        detail = {"how": how}
+        detail: dict[str, Any] = {"how": how}
         if g is not None:
             detail["press_mono_ns"] = g.pressed_ns
         try:
@@ -444,19 +374,8 @@ class Service:
         if due:
             self._cue("reason-required")
         if self.sc.announce:
-            self._announce()
+            announce(self.board.audio_out, self.sc.announce_file, self._journal, self.clock)
         self._after_state_change()
-
-    def _announce(self) -> None:
-        path = Path(self.sc.announce_file) if self.sc.announce_file else DEFAULT_NOTICE
-        try:
-            digest = hashlib.sha256(path.read_bytes()).hexdigest()
-            self.board.audio_out.play(path)
-        except OSError as exc:
-            log.error("announcement %s not played: %s", path, exc)
-            self._journal("announcement-failed", {"file": path.name, "error": str(exc)})
-            return
-        self._journal("announcement", {"file": path.name, "sha256": digest, "mono_ns": self.clock()})
 
     def _end_pipeline_recording(self, cause: str) -> None:
         self.reminder.stop()
@@ -465,17 +384,15 @@ class Service:
         except StorageError as exc:
             log.error("storage failed while ending the recording: %s", exc)
 
-    def _stop_recording(self, g: Gesture | None = None) -> None:
-        self._pause_request = None
+    def _stop_recording(self) -> None:
         self._end_pipeline_recording("stop")
         self.states.stop_recording()
         self._cue("recording-stopped")
         self._after_state_change()
 
     def _pause(self, code: str) -> None:
-        note, self._pause_note, self._pause_request = self._pause_note, None, None
         self._end_pipeline_recording("pause")
-        self.states.pause(code, note_id=note)
+        self.states.pause(code)
         self._cue("reason-accepted")
         self._after_state_change()
 
@@ -490,7 +407,7 @@ class Service:
         self._cue("recording-started")
         self._after_state_change()
 
-    def _interrupted(self, cause: str, **detail) -> None:
+    def _interrupted(self, cause: str, **detail: object) -> None:
         """End the recording for a cause other than the officer's stop: a reason is owed (D5)."""
         if self.pipeline.recording:
             self._end_pipeline_recording(cause)
@@ -509,59 +426,17 @@ class Service:
         if cause == "camera-stall":
             self.states.interrupt("camera-stall")
             self.states.recover()
-            self._resume_after_stall = self.sc.auto_resume_after_stall
-            self._cue("fault")
+            if self.sc.auto_resume_after_stall:
+                self.states.await_camera()
         else:
             self.states.interrupt("storage-full" if cause == "storage-full" else "fault", detail=cause)
             self.states.recover()
-            self._cue("fault")
+        self._cue("fault")
         self._after_state_change()
 
     def _after_state_change(self) -> None:
         self.pipeline.set_buffering(self.states.state is State.READY)
         self._show()
-
-    # -- power and storage -------------------------------------------------------------------
-    def _free_bytes(self) -> int:
-        return self.board.storage_free() if self.board.storage_free else self.ev.store.free_bytes()
-
-    def _storage_at_reserve(self) -> bool:
-        return self._free_bytes() <= self.reserve
-
-    def _watch_storage(self) -> None:
-        free = self._free_bytes()
-        low = free <= self.reserve + self.sc.storage_warn_mb * 1024 * 1024
-        if low and not self._storage_warned:
-            self._storage_warned = True
-            self._journal("storage-low", {"free_bytes": free, "reserve_bytes": self.reserve})
-            self._cue("fault")
-        elif not low:
-            self._storage_warned = False
-
-    def _watch_battery(self, now: int) -> None:
-        try:
-            reading = self.board.battery.read()
-        except BatteryError as exc:
-            if not self._gauge_failed:
-                self._gauge_failed = True
-                self._journal("battery-gauge-error", {"error": str(exc)})
-                log.error("battery gauge: %s", exc)
-            return
-        self._gauge_failed = False
-        pct = reading.percent
-        if pct <= self.battery_cfg.critical_percent and self.states.state is State.RECORDING:
-            self._journal("battery-critical", {"percent": pct})
-            self._interrupted("low-battery", percent=pct)
-            self._cue("low-battery")
-        elif pct <= self.battery_cfg.low_percent and not reading.charging:
-            repeat = int(self.sc.low_battery_repeat_s * NS)
-            if self._battery_low_cued_ns is None or now - self._battery_low_cued_ns >= repeat:
-                if self._battery_low_cued_ns is None:
-                    self._journal("battery-low", {"percent": pct})
-                self._battery_low_cued_ns = now
-                self._cue("low-battery")
-        elif pct > self.battery_cfg.low_percent:
-            self._battery_low_cued_ns = None
 
     # -- docking hook ------------------------------------------------------------------------
     def dock(self) -> None:
@@ -584,7 +459,7 @@ class Service:
         self.stop_event.set()
 
     def shutdown(self, cause: str = "stop") -> None:
-        if self._note is not None:
+        if self.sound.holding:
             self._end_note(self.clock())
         if self.states.state is State.RECORDING:
             self._end_pipeline_recording("stop")

@@ -1,14 +1,13 @@
 """The ``[service]`` settings: pre-event buffer, reason prompts, watches, announcement.
 
-Meant to be registered in firmware/config.py SECTION_MODELS as
-``"service": "firmware.service_config:ServiceConfig"``; until then the
-service uses these defaults (or a ServiceConfig passed in).
+Registered in firmware/config.py ``SECTIONS``; read with ``config.section(cfg, "service")``.
 """
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
-from recorder.settings import Section
+
+from common.settings import Section
 
 
 @dataclass(frozen=True)
@@ -53,12 +52,3 @@ class ServiceConfig(Section):
                 raise ValueError(f"[service] {name} must be > 0")
         if not self.runtime_dir.strip():
             raise ValueError("[service] runtime_dir must not be empty")
-
-
-
-def from_config(cfg: dict) -> ServiceConfig:
-    """The section from a loaded config if firmware/config.py knows it, else the defaults."""
-    from firmware import config
-    if "service" in config.SECTION_MODELS and "service" in cfg:
-        return config.section(cfg, "service")
-    return ServiceConfig()

@@ -19,7 +19,8 @@ from firmware import cli
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="run-sim", description=__doc__.splitlines()[0],
                                 epilog="Other options are passed to 'bodycam record'.")
-    p.add_argument("--duration", type=float, default=30.0, help="seconds to record (default 30)")
+    p.add_argument("--duration", type=cli._seconds, default=30.0,
+                   help="seconds to record, more than 0 (default 30)")
     p.add_argument("--out", type=Path,
                    help="directory for evidence/ and identity/ (default: out/sim-<UTC time>)")
     args, rest = p.parse_known_args(argv)

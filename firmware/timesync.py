@@ -16,13 +16,15 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
+from common.settings import Section
 from hw.chrony import ChronyQuality
 from hw.chrony_sock import SockRefclock
 from hw.gps import GpsConfig, GpsFix, GpsReader, PortState, format_position
-from recorder.settings import Section
 
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 #: chrony slews at most 83 333 ppm (maxslewrate default); anything faster is a step.
 MAX_SLEW_RATE = 0.083334
@@ -117,7 +119,7 @@ class TimeSyncService:
         self._port_listeners.append(callback)
 
     @staticmethod
-    def _notify(listeners, value) -> None:
+    def _notify(listeners: list[Callable[[_T], None]], value: _T) -> None:
         for cb in list(listeners):
             try:
                 cb(value)
@@ -150,7 +152,7 @@ class TimeSyncService:
         self.start()
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.stop()
 
     # --------------------------------------------------------------- work
@@ -247,7 +249,7 @@ class TimeConfig(Section):
 
 
     def quality_source(self) -> ChronyQuality:
-        """The ``recorder.clock.QualitySource`` for ``SystemWallClock``."""
+        """The ``common.clock.QualitySource`` for ``SystemWallClock``."""
         return ChronyQuality(self.chronyc, self.chronyc_socket or None,
                              timeout_s=self.quality_timeout_s, cache_s=self.quality_cache_s,
                              gps_refids=self.refids())

@@ -14,9 +14,16 @@ import logging
 import math
 from dataclasses import dataclass
 from typing import Protocol
-from recorder.settings import Section
+
+from common.settings import Section
 
 log = logging.getLogger(__name__)
+
+
+class I2CBus(Protocol):
+    """What the gauge uses of an SMBus (smbus2.SMBus, or a test's stand-in); its answer is checked."""
+
+    def read_word_data(self, i2c_addr: int, register: int, /) -> object: ...
 
 REG_VCELL = 0x02      # cell voltage, 78.125 uV/LSB
 REG_SOC = 0x04        # state of charge, 1/256 %/LSB
@@ -109,7 +116,7 @@ class Max17048:
     it is the seam tests use instead of a real bus.
     """
 
-    def __init__(self, i2c_bus: int = 1, address: int = 0x36, smbus=None) -> None:
+    def __init__(self, i2c_bus: int = 1, address: int = 0x36, smbus: I2CBus | None = None) -> None:
         self.i2c_bus = i2c_bus
         self.address = address
         self._bus = smbus

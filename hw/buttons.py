@@ -29,8 +29,12 @@ import math
 import threading
 import time
 from dataclasses import dataclass
-from typing import Callable
-from recorder.settings import Section
+from typing import TYPE_CHECKING, Callable
+
+from common.settings import Section
+
+if TYPE_CHECKING:
+    from gpiozero.pins import Factory
 
 log = logging.getLogger(__name__)
 
@@ -277,7 +281,7 @@ class GestureButtons:
     """
 
     def __init__(self, config: ControlsConfig, on_gesture: Callable[[Gesture], None],
-                 clock: Callable[[], int] = time.monotonic_ns, pin_factory=None) -> None:
+                 clock: Callable[[], int] = time.monotonic_ns, pin_factory: Factory | None = None) -> None:
         from gpiozero import Button
 
         self._on_gesture = on_gesture

@@ -1,37 +1,12 @@
-"""What a camera gives the recorder: raw frames with monotonic timestamps.
+"""What every camera adapter shares: the frame ring and the error it raises.
 
-Real adapters (``hw/picamera.py``) and the simulation (``sim/camera.py``)
-both implement :class:`Camera`, so the recording pipeline never knows which
-one it is fed by.
+Camera adapters (``hw/picamera.py``, ``sim/camera.py``) implement the recorder's
+``recorder.capture.Camera`` interface and deliver ``common.media.Frame`` objects, so the
+recording pipeline never knows which one it is fed by.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import Protocol
-
 import numpy as np
-
-
-@dataclass
-class Frame:
-    """One picture in planar YUV 4:2:0 (I420): ``data`` has shape (h*3//2, w), uint8.
-
-    ``data`` lives in the camera's :class:`FramePool`: it stays valid until the camera has
-    delivered ``FramePool.SAFE_NEWER`` more frames. The recorder holds at most the current
-    and the previous frame; anything that keeps a picture longer must copy it.
-    """
-
-    data: np.ndarray
-    mono_ns: int      # capture instant on the monotonic clock
-    index: int        # sequence number from the camera (gaps mean dropped frames)
-
-    @property
-    def width(self) -> int:
-        return self.data.shape[1]
-
-    @property
-    def height(self) -> int:
-        return self.data.shape[0] * 2 // 3
 
 
 class FramePool:
@@ -57,16 +32,3 @@ class FramePool:
 
 class CameraError(RuntimeError):
     """The camera failed in a way the officer must be told about."""
-
-
-class Camera(Protocol):
-    width: int
-    height: int
-    fps: int
-
-    def start(self) -> None: ...
-
-    def read(self, timeout: float) -> Frame | None:
-        """Next frame, or None if none arrived within ``timeout`` seconds."""
-
-    def stop(self) -> None: ...

@@ -1,6 +1,6 @@
 """How far the system clock can be trusted, as chronyd sees it.
 
-:class:`ChronyQuality` implements ``recorder.clock.QualitySource`` from
+:class:`ChronyQuality` implements ``common.clock.QualitySource`` from
 ``chronyc -c tracking`` and ``chronyc -c sources``:
 
 * GPS      - the selected source (``*``) is a reference clock whose refid is the
@@ -31,7 +31,7 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from recorder.clock import TimeQuality
+from common.clock import TimeQuality
 
 log = logging.getLogger(__name__)
 
@@ -100,8 +100,7 @@ def classify(tracking: Tracking, sources: list[Source],
              previous_sync_wall: float | None = None) -> ChronyState:
     """Turn chronyc's view into a quality. Pure, for tests."""
     selected = next((s for s in sources if s.state == "*"), None)
-    synced = selected is not None and tracking.leap != "Not synchronised"
-    if synced:
+    if selected is not None and tracking.leap != "Not synchronised":   # synced
         if selected.mode == "#" and selected.name in gps_refids:
             quality = TimeQuality.GPS
         else:

@@ -13,13 +13,24 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from typing import Any, Protocol
 
+from common.settings import Section
 from hw.nmea_time import DecoderStats, GpsFix, NmeaDecoder, TimePolicy
-from recorder.settings import Section
 
 __all__ = ["GpsConfig", "GpsFix", "GpsReader", "PortState", "TimePolicy", "format_position"]
 
 log = logging.getLogger(__name__)
+
+
+class SerialPort(Protocol):
+    """What the reader uses of a pyserial port (``serial.serial_for_url``)."""
+
+    @property
+    def in_waiting(self) -> int: ...
+    def read(self, size: int = 1, /) -> bytes: ...
+    def reset_input_buffer(self) -> None: ...
+    def close(self) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -79,7 +90,7 @@ class GpsConfig(Section):
             raise ValueError(f"[gps] {exc}") from None
 
 
-    def reader(self, **kw) -> "GpsReader":
+    def reader(self, **kw: Any) -> GpsReader:
         return GpsReader(self.port, self.baudrate, policy=self.policy(),
                          retry_interval_s=self.retry_interval_s, **kw)
 
@@ -156,11 +167,11 @@ class GpsReader:
             except Exception:
                 log.exception("GPS port-state callback failed")
 
-    def _open(self):
+    def _open(self) -> SerialPort:
         import serial  # pyserial
 
-        port = serial.serial_for_url(self.url, baudrate=self.baudrate,
-                                     timeout=self._read_timeout)
+        port: SerialPort = serial.serial_for_url(self.url, baudrate=self.baudrate,
+                                                 timeout=self._read_timeout)
         try:
             port.reset_input_buffer()  # stale bytes would carry wrong arrival times
         except Exception:
@@ -204,7 +215,7 @@ class GpsReader:
         if self._state.connected:
             self._set_state(False, "stopped")
 
-    def _read_loop(self, port, on_fix: Callable[[GpsFix], None],
+    def _read_loop(self, port: SerialPort, on_fix: Callable[[GpsFix], None],
                    stop: threading.Event) -> None:
         while not (stop.is_set() or self._stop.is_set()):
             waiting = port.in_waiting
@@ -222,9 +233,8 @@ class GpsReader:
         """Iterate fixes; the port is read in a helper thread. Ends after ``stop``/close."""
         import queue
 
-        q: queue.Queue = queue.Queue(maxsize=1000)
+        q: queue.Queue[GpsFix | None] = queue.Queue(maxsize=1000)   # None: the reader ended
         stop = stop or self._stop
-        done = object()
 
         def put(fix: GpsFix) -> None:
             try:
@@ -236,14 +246,14 @@ class GpsReader:
             try:
                 self.run(put, stop)
             finally:
-                q.put(done)
+                q.put(None)
 
         thread = threading.Thread(target=worker, name="gps-reader", daemon=True)
         thread.start()
         try:
             while True:
                 item = q.get()
-                if item is done:
+                if item is None:
                     return
                 yield item
         finally:

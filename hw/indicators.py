@@ -17,10 +17,15 @@ import math
 import time
 from collections import deque
 from dataclasses import dataclass
-from typing import Callable
-from recorder.settings import Section
+from typing import TYPE_CHECKING, Any, Callable, TypeVar
+
+from common.settings import Section
+
+if TYPE_CHECKING:
+    from gpiozero.pins import Factory
 
 log = logging.getLogger(__name__)
+_D = TypeVar("_D")   # a gpiozero device
 
 NS = 1_000_000_000
 LAMPS = ("green", "yellow", "red")
@@ -128,18 +133,19 @@ class Indicators:
     """Lamps, motor and buzzer on gpiozero devices; call :meth:`poll` every ~20 ms."""
 
     def __init__(self, config: IndicatorConfig, clock: Callable[[], int] = time.monotonic_ns,
-                 pin_factory=None) -> None:
+                 pin_factory: Factory | None = None) -> None:
         from gpiozero import LED, Buzzer, DigitalOutputDevice, TonalBuzzer
         from gpiozero.tones import Tone
 
         self._config = config
         self._clock = clock
         self._Tone = Tone
-        self._devices: list = []
+        self._devices: list[Any] = []   # gpiozero devices, closed in close()
         try:
             self._lamps = {
                 name: self._own(LED(pin, pin_factory=pin_factory))
-                for name, pin in zip(LAMPS, (config.led_green_pin, config.led_yellow_pin, config.led_red_pin))
+                for name, pin in zip(LAMPS, (config.led_green_pin, config.led_yellow_pin, config.led_red_pin),
+                                     strict=True)
             }
             self._motor = self._own(DigitalOutputDevice(config.vibration_pin, pin_factory=pin_factory))
             if config.buzzer_tonal:
@@ -159,7 +165,7 @@ class Indicators:
         self._applied_out: tuple[bool, float | None] | None = None
         self.state: str | None = None
 
-    def _own(self, device):
+    def _own(self, device: _D) -> _D:
         self._devices.append(device)
         return device
 

@@ -12,8 +12,10 @@ can be fuzzed byte by byte.
 
 Time rules, in order (the first that fails names the reject reason):
 
-* only RMC (status ``A``), GGA (quality > 0) and ZDA (while the receiver has
-  reported a fix in the last few seconds) carry trusted time;
+* only RMC (status ``A``), GGA (quality > 0), GNS (a fix mode for at least one
+  constellation) and ZDA (while the receiver has reported a fix in the last few
+  seconds) carry trusted time; GGA and GNS carry no date and take it from the
+  established time line;
 * the date must lie in ``[min_date, max_date)``. Dates earlier than that by
   exactly one GPS week-number rollover (1024 weeks) are *corrected* by default:
   the receiver's time of week is right and only its week count wrapped, and a
@@ -32,6 +34,7 @@ import logging
 import re
 from collections import Counter
 from dataclasses import dataclass, field
+from typing import Any
 
 import pynmea2
 
@@ -45,7 +48,7 @@ MAX_SENTENCE_CHARS = 120
 #: identifiers), QZSS, NavIC.
 TALKERS = frozenset({"GP", "GN", "GL", "GA", "BD", "GB", "GQ", "GI"})
 
-TIME_SENTENCES = frozenset({"RMC", "GGA", "ZDA"})
+TIME_SENTENCES = frozenset({"RMC", "GGA", "GNS", "ZDA"})
 
 GPS_WEEK_ROLLOVER = dt.timedelta(weeks=1024)
 
@@ -54,6 +57,13 @@ GPS_WEEK_ROLLOVER = dt.timedelta(weeks=1024)
 FIX_QUALITIES = frozenset({1, 2, 3, 4, 5})
 _NO_FIX_MODES = frozenset({"N", "E", "M", "S"})
 
+#: GNS mode indicator: one character per constellation (GPS, GLONASS, Galileo, BeiDou,
+#: QZSS, NavIC...). These are a satellite fix, mapped to the GGA quality they match, best
+#: first: RTK fixed, RTK float, precise, differential, autonomous.
+GNS_FIX_MODES = {"R": 4, "F": 5, "P": 3, "D": 2, "A": 1}
+#: ... and these are not: no fix, estimated (dead reckoning), manual, simulator (as GGA 0/6/7/8).
+GNS_NO_FIX_MODES = {"N": 0, "E": -6, "M": -7, "S": -8}
+GNS_MAX_CONSTELLATIONS = 8
 _TERMINATORS = re.compile(rb"[\r\n$]")
 _WHITESPACE = b" \t\r\n\x00"
 _TIME_RE = re.compile(r"^(\d\d)(\d\d)(\d\d)(\.\d{1,6})?$")
@@ -110,12 +120,13 @@ class GpsFix:
     the sentence's ``$`` arrived, for time transfer.
     """
 
-    sentence: str                       # "RMC", "GGA" or "ZDA"
+    sentence: str                       # "RMC", "GGA", "GNS" or "ZDA"
     talker: str                         # "GN", "GP", ...
     received_mono_ns: int
     utc: dt.datetime | None             # trusted UTC of the fix epoch (tz-aware)
     position: tuple[float, float] | None  # (lat, lon) in signed degrees
-    fix_quality: int                    # GGA quality (negative: 6/7/8, not a fix); RMC: 1 or 0
+    fix_quality: int                    # GGA quality (negative: 6/7/8, not a fix); RMC: 1 or 0;
+                                        # GNS: its best mode as the GGA quality it matches
     satellites: int | None = None
     hdop: float | None = None
     time_rejected: str | None = None
@@ -133,13 +144,13 @@ class DecoderStats:
 
     frames: int = 0                          # complete '$'-lines examined
     noise_bytes: int = 0
-    parsed: Counter = field(default_factory=Counter)     # time sentences parsed, by type
-    ignored: Counter = field(default_factory=Counter)    # other sentence types
-    rejected: Counter = field(default_factory=Counter)   # reason -> sentences refused
-    time_rejected: Counter = field(default_factory=Counter)  # reason -> times refused
-    corrected: Counter = field(default_factory=Counter)  # correction -> count
+    parsed: Counter[str] = field(default_factory=Counter)     # time sentences parsed, by type
+    ignored: Counter[str] = field(default_factory=Counter)    # other sentence types
+    rejected: Counter[str] = field(default_factory=Counter)   # reason -> sentences refused
+    time_rejected: Counter[str] = field(default_factory=Counter)  # reason -> times refused
+    corrected: Counter[str] = field(default_factory=Counter)  # correction -> count
 
-    def snapshot(self) -> dict:
+    def snapshot(self) -> dict[str, Any]:
         return {
             "frames": self.frames, "noise_bytes": self.noise_bytes,
             "parsed": dict(self.parsed), "ignored": dict(self.ignored),
@@ -193,10 +204,11 @@ class _Timeline:
             self._candidate_epochs = 1
             self._candidate_last = utc
         if self._candidate_epochs >= self._policy.confirm_epochs:
-            jumped = self.anchor is not None
-            if jumped:
+            prior = self.expected(mono_ns)   # None while there is no time line (no anchor)
+            jumped = prior is not None
+            if prior is not None:
                 log.warning("GPS time line moved by %.3f s; accepted after %d consistent epochs",
-                            (utc - self.expected(mono_ns)).total_seconds(),
+                            (utc - prior).total_seconds(),
                             self._candidate_epochs)
             self.anchor = (utc, mono_ns)
             self._candidate = None
@@ -420,17 +432,14 @@ class NmeaDecoder:
         return date, IMPLAUSIBLE_DATE
 
     def _date_for(self, tod: dt.time, mono_ns: int) -> dt.date | None:
-        """Date for a time-only sentence (GGA), from the established time line."""
+        """Date for a time-only sentence (GGA, GNS), from the established time line."""
         expected = self._timeline.expected(mono_ns)
         if expected is None:
             return None
-        best = None
-        for delta in (-1, 0, 1):
-            day = expected.date() + dt.timedelta(days=delta)
-            cand = dt.datetime.combine(day, tod, tzinfo=dt.timezone.utc)
-            if best is None or abs(cand - expected) < abs(best - expected):
-                best = cand
-        return best.date()
+        # the nearest of yesterday, today and tomorrow at ``tod`` (the first of equally near ones)
+        cands = [dt.datetime.combine(expected.date() + dt.timedelta(days=delta), tod, tzinfo=dt.timezone.utc)
+                 for delta in (-1, 0, 1)]
+        return min(cands, key=lambda cand: abs(cand - expected)).date()
 
 
 # ------------------------------------------------------------------- fields
@@ -532,6 +541,28 @@ def _parse_gga(msg: pynmea2.NMEASentence) -> _Parsed:
                    _optional_float(_field(msg, "horizontal_dil")), leap)
 
 
+def _parse_gns(msg: pynmea2.NMEASentence) -> _Parsed:
+    """GNS: the multi-constellation GGA. Its fix is in the mode indicator, one character
+    per constellation: a fix if any of them is A/D/P/R/F; 'N' (no fix), 'E', 'M', 'S' are not."""
+    tod, leap = _time(_field(msg, "timestamp"))
+    mode = _field(msg, "mode_indicator")
+    if not mode or len(mode) > GNS_MAX_CONSTELLATIONS or \
+            any(c not in GNS_FIX_MODES and c not in GNS_NO_FIX_MODES for c in mode):
+        raise ValueError(f"bad GNS mode indicator {mode!r}")
+    fixes = [GNS_FIX_MODES[c] for c in GNS_FIX_MODES if c in mode]
+    if fixes:
+        quality = fixes[0]
+    else:   # no constellation has a fix: the first that says why (estimated, manual...), else 0
+        quality = next((GNS_NO_FIX_MODES[c] for c in mode if c != "N"), 0)
+    position = _position(msg) if quality > 0 else None
+    if quality > 0 and position is None:
+        raise ValueError("GNS with fix but no position")
+    sats = _optional_int(_field(msg, "num_sats"))
+    if sats is not None and not 0 <= sats <= 999:
+        raise ValueError(f"bad satellite count {sats}")
+    return _Parsed(tod, None, quality, position, sats, _optional_float(_field(msg, "hdop")), leap)
+
+
 def _parse_zda(msg: pynmea2.NMEASentence) -> _Parsed:
     tod, leap = _time(_field(msg, "timestamp"))
     day, month, year = (_field(msg, n) for n in ("day", "month", "year"))
@@ -539,4 +570,4 @@ def _parse_zda(msg: pynmea2.NMEASentence) -> _Parsed:
     return _Parsed(tod, date, 0, None, leap_second=leap)
 
 
-_PARSERS = {"RMC": _parse_rmc, "GGA": _parse_gga, "ZDA": _parse_zda}
+_PARSERS = {"RMC": _parse_rmc, "GGA": _parse_gga, "GNS": _parse_gns, "ZDA": _parse_zda}

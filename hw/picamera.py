@@ -11,10 +11,15 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
-from hw.camera import CameraError, Frame, FramePool
+from common.media import Frame
+from hw.camera import CameraError, FramePool
+
+if TYPE_CHECKING:   # Pi-only and untyped: Any to the checker where it is not installed
+    from picamera2 import Picamera2
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +52,7 @@ class PiCamera:
         self._q: queue.Queue[Frame] = queue.Queue(maxsize=buffers)
         self._pool = FramePool(width, height, queued=buffers)
         self._running = threading.Event()
-        self._cam = None
+        self._cam: Picamera2 | None = None
         self._thread: threading.Thread | None = None
         self._index = 0
 
@@ -72,7 +77,8 @@ class PiCamera:
     def _capture(self) -> None:
         while self._running.is_set():
             try:
-                request = self._cam.capture_request()
+                # set by start() before this thread runs; None once stop() closed it (fails here too)
+                request = cast("Picamera2", self._cam).capture_request()
             except Exception as exc:  # the camera died: read() will time out and report a stall
                 log.error("camera capture failed: %s", exc)
                 return

@@ -9,9 +9,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from typing import TYPE_CHECKING, Any
 
+import numpy as np
 
-from hw.microphone import AudioBlock
+from common.media import AudioBlock
+
+if TYPE_CHECKING:   # Pi-only and untyped: Any to the checker where it is not installed
+    from sounddevice import CallbackFlags, InputStream
 
 log = logging.getLogger(__name__)
 
@@ -22,9 +27,10 @@ class SoundDeviceMicrophone:
         self.sample_rate, self.device, self.block = sample_rate, device, block
         self._blocks: list[AudioBlock] = []
         self._lock = threading.Lock()
-        self._stream = None
+        self._stream: InputStream | None = None
 
-    def _callback(self, indata, frames, time_info, status) -> None:
+    def _callback(self, indata: np.ndarray, frames: int, time_info: Any,   # PortAudio's time info (cffi)
+                  status: CallbackFlags) -> None:
         if status:
             log.warning("microphone: %s", status)
         # first sample's age: now (stream time) minus its ADC capture time
@@ -37,10 +43,11 @@ class SoundDeviceMicrophone:
     def start(self) -> None:
         import sounddevice
 
-        self._stream = sounddevice.InputStream(samplerate=self.sample_rate, channels=1,
-                                               dtype="int16", blocksize=self.block,
-                                               device=self.device, callback=self._callback)
-        self._stream.start()
+        stream = sounddevice.InputStream(samplerate=self.sample_rate, channels=1,
+                                         dtype="int16", blocksize=self.block,
+                                         device=self.device, callback=self._callback)
+        self._stream = stream
+        stream.start()
 
     def drain(self) -> list[AudioBlock]:
         with self._lock:

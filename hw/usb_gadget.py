@@ -44,7 +44,8 @@ import sys
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Mapping, Sequence
-from recorder.settings import read_toml
+
+from common.settings import read_toml
 
 log = logging.getLogger(__name__)
 
@@ -101,7 +102,7 @@ def kernel_entries_for(rel: str) -> KernelEntries | None:
     for pattern, entries in KERNEL_CREATED.items():
         pattern_parts = pattern.split("/")
         if len(parts) == len(pattern_parts) and all(
-                fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern_parts)):
+                fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern_parts, strict=True)):
             return entries
     return None
 
@@ -243,7 +244,7 @@ class GadgetSettings:
         return cls(**values)
 
     @property
-    def configurations(self) -> list[tuple[str, str, str | None]]:
+    def configurations(self) -> list[tuple[str, str, str]]:
         """(config dir, description, network function) in the order offered to the host."""
         console = " + serial console" if self.serial_console else ""
         modes = {"ncm+ecm": ["ncm", "ecm"], "ncm": ["ncm"], "ecm": ["ecm"]}[self.network]

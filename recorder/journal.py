@@ -11,9 +11,16 @@ bytes to ``<root>/quarantine/`` (fsynced first, never discarded), truncates the
 journal back to the last whole line, and appends a ``journal-recovered`` record
 that names the quarantine file and its hash, so the chain continues and the
 verifier accounts for every byte.
+
+One process writes an evidence root at a time: ``Journal.open`` takes an
+exclusive ``flock`` on ``journal.log`` itself (no lock file, which would be an
+unattested file) before it reads or recovers anything, and a second writer gets
+``EvidenceInUse`` naming the holder's pid.
 """
 from __future__ import annotations
 
+import errno
+import fcntl
 import hashlib
 import json
 import logging
@@ -23,12 +30,12 @@ import threading
 import time
 import uuid
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
-from recorder.crashpoints import crashpoint
-from recorder.clock import TimeSample, WallClock
-from recorder.identity import Signer, device_id_for_pem
+from common.clock import TimeSample, WallClock
+from common.crashpoints import crashpoint
 from recorder import records
+from recorder.identity import Signer, device_id_for_pem
 from recorder.records import GENESIS_PREV, MalformedLine, Record
 
 log = logging.getLogger(__name__)
@@ -55,6 +62,61 @@ class JournalClosed(JournalError):
 
 class JournalWriteFailed(JournalError):
     """A record could not be made durable (e.g. disk full); the journal is unchanged."""
+
+
+class EvidenceInUse(Exception):
+    """Another process (``pid``, None if it cannot be told) has this evidence root open for writing.
+
+    Not a JournalError: nothing is wrong with the evidence, and callers report it with
+    an exit code of its own.
+    """
+
+    def __init__(self, root: Path, pid: int | None) -> None:
+        self.root, self.pid = root, pid
+        if pid == os.getpid():
+            super().__init__(f"evidence directory {root} is already open for writing in this process")
+        else:
+            holder = f"pid {pid}" if pid else "pid unknown"
+            super().__init__(f"evidence directory {root} is in use by another process ({holder})")
+
+
+def _flock_holder(fd: int) -> int | None:
+    """The pid holding an flock on ``fd``'s file, from /proc/locks (no lock file of our own:
+    every file under the evidence root must be attested)."""
+    st = os.fstat(fd)
+    try:
+        with open("/proc/locks") as f:
+            lines = f.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 6 or fields[1] != "FLOCK" or "->" in fields:
+            continue
+        try:
+            major, minor, ino = fields[5].split(":")
+            if (int(major, 16), int(minor, 16), int(ino)) == (os.major(st.st_dev),
+                                                              os.minor(st.st_dev), st.st_ino):
+                return int(fields[4]) or None
+        except ValueError:
+            continue
+    return None
+
+
+def lock_evidence_root(fd: int, root: Path) -> None:
+    """Take the one-writer lock of an evidence root: an exclusive flock on its open
+    ``journal.log``, held as long as that descriptor (the Journal) stays open and dropped
+    by the kernel when the holder dies, however it dies. EvidenceInUse if another holds it.
+
+    Every writer (record, run, status, scenario, dock serve) opens the root through
+    ``Journal.open``, which calls this before it reads, recovers or salvages anything.
+    """
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError as exc:
+        if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN):
+            raise
+        raise EvidenceInUse(root, _flock_holder(fd)) from None
 
 
 def fsync_dir(path: Path) -> None:
@@ -140,6 +202,7 @@ class Journal:
         created = not path.exists()
         fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o644)
         try:
+            lock_evidence_root(fd, root)
             if created:
                 fsync_dir(root)
             size = os.fstat(fd).st_size
@@ -164,7 +227,7 @@ class Journal:
             raise
         pending = journal._quarantine_unrecorded(end)
         if end != size:
-            pending.append(journal._quarantine_tail(end, size))
+            pending.append(journal._quarantine_tail(fd, end, size))
         for rel, digest, nbytes, offset in pending:
             rec = journal.append(records.JOURNAL_RECOVERED, {
                 "cause": "torn-tail", "offset": offset,
@@ -175,9 +238,9 @@ class Journal:
                         nbytes, offset, rel, rec.seq)
         return journal
 
-    def _quarantine_tail(self, end: int, size: int) -> tuple[str, str, int, int]:
-        """Copy bytes [end, size) to a quarantine file (durably), then truncate the journal."""
-        torn = os.pread(self._fd, size - end, end)
+    def _quarantine_tail(self, fd: int, end: int, size: int) -> tuple[str, str, int, int]:
+        """Copy bytes [end, size) to a quarantine file (durably), then truncate the journal (``fd``)."""
+        torn = os.pread(fd, size - end, end)
         digest = hashlib.sha256(torn).hexdigest()
         qdir = self.root / QUARANTINE_DIR
         qdir.mkdir(exist_ok=True)
@@ -197,8 +260,8 @@ class Journal:
             os.rename(tmp, qpath)
             fsync_dir(qdir)
             fsync_dir(self.root)
-        os.ftruncate(self._fd, end)
-        os.fsync(self._fd)
+        os.ftruncate(fd, end)
+        os.fsync(fd)
         return f"{QUARANTINE_DIR}/{name}", digest, len(torn), end
 
     def _quarantine_unrecorded(self, end: int) -> list[tuple[str, str, int, int]]:
@@ -208,7 +271,7 @@ class Journal:
         it would have moved the end), so its offset names it.
         """
         qdir = self.root / QUARANTINE_DIR
-        found = []
+        found: list[tuple[str, str, int, int]] = []
         if not qdir.is_dir():
             return found
         for p in sorted(qdir.iterdir()):
@@ -230,7 +293,7 @@ class Journal:
         with self._lock:
             return self._next_seq - 1, self._head_hash
 
-    def append(self, type: str, payload: dict | None = None,
+    def append(self, type: str, payload: dict[str, Any] | None = None,
                sample: TimeSample | None = None) -> Record:
         """Sign and durably append one record; returns it once it is on disk.
 
@@ -240,7 +303,8 @@ class Journal:
         """
         payload = {} if payload is None else payload
         with self._lock:
-            if self._fd is None:
+            fd = self._fd
+            if fd is None:
                 raise JournalClosed(f"{self.path} is closed")
             if sample is None:
                 sample = self._clock.at(self._monotonic_ns())
@@ -250,12 +314,12 @@ class Journal:
             signature = self._signer.sign(message)
             line = records.format_line(message, signature)
             try:
-                crashpoint("journal-write", lambda: _write_all(self._fd, line[:len(line) // 2]))
-                _write_all(self._fd, line)
+                crashpoint("journal-write", lambda: _write_all(fd, line[:len(line) // 2]))
+                _write_all(fd, line)
                 crashpoint("journal-fsync")
-                os.fsync(self._fd)
+                os.fsync(fd)
             except OSError as exc:
-                self._roll_back(exc)
+                self._roll_back(fd, exc)
                 raise JournalWriteFailed(f"could not append {type} record: {exc}") from exc
             record = Record(json.loads(message), message, signature, line)
             self._next_seq += 1
@@ -264,11 +328,11 @@ class Journal:
         log.debug("journal: %s #%d", type, record.seq)
         return record
 
-    def _roll_back(self, exc: OSError) -> None:
-        """Cut a partly written line back off so the next append starts on a clean line."""
+    def _roll_back(self, fd: int, exc: OSError) -> None:
+        """Cut a partly written line back off (``fd``) so the next append starts on a clean line."""
         try:
-            os.ftruncate(self._fd, self._size)
-            os.fsync(self._fd)
+            os.ftruncate(fd, self._size)
+            os.fsync(fd)
         except OSError:
             log.error("journal: could not roll back a failed append (%s); "
                       "the torn line will be quarantined at next open", exc)
@@ -282,7 +346,7 @@ class Journal:
     def __enter__(self) -> "Journal":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     # ---- reading -------------------------------------------------------

@@ -1,10 +1,16 @@
 """The capture loop: camera and microphone in, recordings out, until told to stop.
 
+There is one loop body, :meth:`Pipeline.step` (one frame or one stall timeout),
+driven two ways: by the device service between its own work (``open`` /
+``begin_recording`` / ``step`` / ``end_recording`` / ``close``), and by
+:meth:`Pipeline.run` for ``bodycam record``, ``./run-sim`` and the benchmark,
+which is only a thin driver over the same calls. So whatever the headline
+command or the benchmark shows is what the device runs.
+
 It owns what happens *between* recordings: a camera that stalls ends the
-current recording (closed segments stay sealed) and a new one starts when
-frames return; a storage failure stops cleanly. Each such event is reported
-through ``on_event`` so the device service can journal it and tell the
-officer.
+current recording (closed segments stay sealed); a storage failure stops
+cleanly. Each such event is reported through ``on_event`` so the device
+service can journal it and tell the officer.
 """
 from __future__ import annotations
 
@@ -14,9 +20,10 @@ import secrets
 import threading
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Any, Callable
 
-from recorder.clock import WallClock
+from common.clock import WallClock
+from recorder.capture import AudioBlock, Camera, Microphone, Timebase
 from recorder.encode import AudioSettings, VideoSettings
 from recorder.prebuffer import Handover, PreEventCapture
 from recorder.recording import Recording, RecordingStats
@@ -30,11 +37,6 @@ log = logging.getLogger(__name__)
 
 class StorageFull(StorageError):
     """Free space is below the reserve: recording stops rather than overwrite anything."""
-
-
-class Timebase(Protocol):
-    def now_ns(self) -> int: ...
-    def sleep_until(self, t_ns: int) -> None: ...
 
 
 @dataclass(frozen=True)
@@ -67,10 +69,13 @@ def new_recording_id(wall_ns: int) -> str:
 
 
 class Pipeline:
-    def __init__(self, settings: PipelineSettings, camera, microphone, timebase: Timebase,
-                 wall_clock: WallClock, out_dir: Path, sink: SegmentSink | None = None,
+    """Camera and microphone in, recordings out; see the module docstring for the two drivers."""
+
+    def __init__(self, settings: PipelineSettings, camera: Camera, microphone: Microphone,
+                 timebase: Timebase, wall_clock: WallClock, out_dir: Path,
+                 sink: SegmentSink | None = None,
                  position: Callable[[], str | None] | None = None,
-                 on_event: Callable[[str, dict], None] | None = None,
+                 on_event: Callable[[str, dict[str, Any]], object] | None = None,   # its result is ignored
                  stop: threading.Event | None = None,
                  storage_low: Callable[[], bool] | None = None) -> None:
         self.s = settings
@@ -85,17 +90,190 @@ class Pipeline:
                                settings.timezone)
         self.results: list[RecordingResult] = []
         self.heartbeat = 0  # frames processed; a watchdog can watch it move
-        # driven capture (open/step/begin_recording/end_recording/close), used by the device service
         self.capture = PreEventCapture(v, self.stamper, wall_clock, settings.prebuffer_s,
                                        settings.prebuffer_audio, settings.audio.sample_rate,
                                        settings.max_bridge_s, position)
         self.buffering = True         # while not recording: True = pre-event buffer, False = discard
-        self.audio_tap: Callable[[list], None] | None = None   # sees every drained audio block
+        self.audio_tap: Callable[[list[AudioBlock]], None] | None = None   # sees every drained audio block
         self.rec: Recording | None = None
+        # A start asked for with nothing buffered: the recording opens with the next frame.
+        # Its journal detail ({} for none); None = no start pending.
+        self._pending: dict[str, Any] | None = None
+        self._restart_after_stall = False   # run(): a new recording when frames return
         self.last_frame_ns: int | None = None
         self._opened = False
 
-    def _start(self, t0_ns: int, handover: Handover | None = None, detail: dict | None = None) -> Recording:
+    # -- what the service may ask ----------------------------------------------------
+    @property
+    def recording(self) -> bool:
+        """A recording is open, or asked for and waiting for its first frame."""
+        return self.rec is not None or self._pending is not None
+
+    @property
+    def current_recording_id(self) -> str | None:
+        """The open recording's id; None when none is open (also before its first frame)."""
+        rec = self.rec
+        return rec.id if rec is not None else None
+
+    # -- the thin driver: bodycam record, ./run-sim, the benchmark -----------------------
+    def run(self, duration_s: float | None = None) -> list[RecordingResult]:
+        """Record until ``stop`` is set or ``duration_s`` seconds after the first frame.
+
+        The device's own loop (:meth:`step`), driven without a service: one recording
+        from the first frame, a new one whenever frames return after a camera stall. A
+        stall inside the span does not extend it: the run ends at the same instant,
+        with the stall visible as two recordings."""
+        self.open()
+        finished = False
+        try:
+            self.set_buffering(False)   # the command records at once: nothing to buffer
+            self.begin_recording(restart_after_stall=True)
+            end_ns = None
+            if duration_s is not None:
+                half_frame = 500_000_000 // self.s.video.fps
+                end_ns = self.time.now_ns() + int(duration_s * 1e9) - half_frame
+            stop, step, now = self.stop_event, self.step, self.time.now_ns
+            while not stop.is_set():
+                t, ended = step(end_ns)
+                if ended is not None and ended.cause == "storage-full":
+                    break
+                if end_ns is not None and (now() if t is None else t) >= end_ns:
+                    break
+            finished = True
+        finally:
+            if finished:
+                self.close()          # ends the open recording normally
+            else:
+                self._release()       # an exception: what was closed stays, nothing more is written
+        return self.results
+
+    # -- the loop body --------------------------------------------------------------------
+    def open(self) -> None:
+        """Start camera and microphone; frames then flow through :meth:`step`."""
+        self.mic.start()
+        self.camera.start()
+        self._opened = True
+
+    def step(self, until_ns: int | None = None) -> tuple[int | None, RecordingResult | None]:
+        """Take one frame (or a stall timeout) and the sound drained with it.
+
+        Returns (frame instant or None, result of a recording that ended here by itself:
+        camera-stall or storage-full). A frame at or after ``until_ns`` is left out (the
+        caller's span ends before it). A StorageError ends the recording (closed
+        segments stay intact), is journaled as an ``interruption`` and is raised."""
+        frame = self.camera.read(self.s.stall_timeout_s)
+        ended = None
+        try:
+            rec = self.rec
+            if frame is None:
+                if rec is not None:
+                    ended = self._camera_stalled(rec)
+                elif self._pending is None:
+                    self.capture.reset()   # a gap in the pre-event buffer: start it afresh
+            else:
+                t = frame.mono_ns
+                if until_ns is not None and t >= until_ns:
+                    return t, None
+                if rec is not None and rec.add_frame(frame.data, t) is Placement.STALL:
+                    ended = self._camera_stalled(rec)
+                    rec = None
+                if rec is None:
+                    if self._pending is not None:
+                        rec = self._open_pending(t)
+                        rec.add_frame(frame.data, t)
+                    elif self.buffering and self.capture.enabled:
+                        self.capture.add_frame(frame.data, t)
+            blocks = self.mic.drain()
+            if blocks:
+                if self.audio_tap is not None:
+                    self.audio_tap(blocks)
+                rec = self.rec
+                if rec is not None:
+                    for block in blocks:
+                        rec.add_audio(block.samples, block.mono_ns)
+                elif self.buffering and self.capture.enabled:
+                    for block in blocks:
+                        self.capture.add_audio(block.samples, block.mono_ns)
+            if frame is None:
+                return None, ended
+            rec = self.rec
+            if rec is not None:
+                rec.check_microphone()
+                if rec.vt.next_slot % self.s.video.fps == 0 and self.storage_low():
+                    ended = self._storage_full(rec)
+        except StorageError as exc:
+            self._storage_failed(exc)
+            raise
+        self.last_frame_ns = frame.mono_ns
+        self.heartbeat += 1
+        return frame.mono_ns, ended
+
+    def set_buffering(self, on: bool) -> None:
+        """Pre-event buffering on (ready) or off (paused, docked: nothing is kept, even in RAM)."""
+        self.buffering = on
+        if not on:
+            self.capture.reset()
+
+    def begin_recording(self, detail: dict[str, Any] | None = None, *,
+                        restart_after_stall: bool = False) -> str | None:
+        """Start a recording now; it opens with the pre-event buffer when there is one, else
+        with the next frame. Returns its id, or None while it waits for that frame.
+
+        ``restart_after_stall``: a camera stall ends the recording and the next one begins
+        by itself when frames return (:meth:`run`); the service instead decides that through
+        its state machine."""
+        if self.recording:
+            raise RuntimeError("already recording")
+        if self.storage_low():
+            raise StorageFull("storage nearly full: not starting to record")
+        self._restart_after_stall = restart_after_stall
+        handover = self.capture.hand_over() if self.capture.enabled else None
+        if handover is None:
+            self._pending = dict(detail or {})
+            return None
+        self.rec = self._start(0, handover, detail)
+        return self.rec.id
+
+    def end_recording(self, cause: str = "stop") -> RecordingResult | None:
+        """End the current recording (waits for the sound under the last frame)."""
+        rec, self.rec = self.rec, None
+        self._restart_after_stall = False
+        if self._pending is not None:
+            self._pending = None
+            log.info("recording ended (%s) before its first frame", cause)
+        if rec is None:
+            return None
+        try:
+            self._finish_audio(rec)
+            self._end(rec, cause)
+        except StorageError as exc:
+            self.rec = rec
+            self._storage_failed(exc)
+            raise
+        return self.results[-1]
+
+    def close(self) -> None:
+        """End any recording normally, then stop camera and microphone."""
+        try:
+            if self.recording:
+                self.end_recording("stop")
+        finally:
+            self._release()
+
+    def _release(self) -> None:
+        self.capture.reset()
+        if self._opened:
+            self._opened = False
+            self.camera.stop()
+            self.mic.stop()
+
+    # -- recordings begin and end ------------------------------------------------------------
+    def _open_pending(self, t0_ns: int) -> Recording:
+        detail, self._pending = self._pending, None
+        self.rec = self._start(t0_ns, None, detail)
+        return self.rec
+
+    def _start(self, t0_ns: int, handover: Handover | None = None, detail: dict[str, Any] | None = None) -> Recording:
         t_first = handover.t0_ns if handover is not None else t0_ns
         rid = new_recording_id(self.wall_clock.at(t_first).wall_ns)
         rec = Recording(self.out_dir / "recordings" / rid, rid, self.s.video, self.s.audio, self.s.segment_seconds,
@@ -105,7 +283,10 @@ class Pipeline:
         self.results.append(RecordingResult(rid, "recording"))
         log.info("recording %s started in %s (%d pre-event frames)", rid,
                  self.out_dir / "recordings" / rid, rec.prebuffered_frames)
-        payload = {"recording_id": rid}
+        # t0_mono_ns: the monotonic instant of media time zero (the first frame's slot). With
+        # the record's own wall/monotonic pair it dates every frame of the recording, which
+        # salvage needs when a crash leaves the first segment unsealed.
+        payload = {"recording_id": rid, "t0_mono_ns": int(t_first)}
         if handover is not None:
             payload.update(prebuffer_frames=handover.span_frames, prebuffer_audio=bool(handover.audio),
                            first_frame_mono_ns=handover.t0_ns)
@@ -113,12 +294,12 @@ class Pipeline:
         self.on_event("recording-start", payload)
         return rec
 
-    def _clock_stepped(self, step: dict) -> None:
+    def _clock_stepped(self, step: dict[str, Any]) -> None:
         log.warning("wall clock stepped by %+.3f s during recording %s; media time unaffected",
                     step["delta_ns"] / 1e9, step["recording_id"])
         self.on_event("clock-step", step)
 
-    def _end(self, rec: Recording, cause: str) -> None:
+    def _end(self, rec: Recording, cause: str) -> RecordingResult:
         result = self.results[-1]
         result.cause = cause
         result.stats = rec.stats
@@ -127,185 +308,7 @@ class Pipeline:
                  len(result.segments), rec.stats.frames)
         self.on_event("recording-stop", {"recording_id": rec.id, "cause": cause,
                                          "segments": len(result.segments)})
-
-    def run(self, duration_s: float | None = None) -> list[RecordingResult]:
-        """Record until ``stop`` is set or ``duration_s`` seconds after the first frame.
-
-        A stall inside that span does not extend it: the run ends at the same
-        instant, with the stall visible as two recordings."""
-        self.mic.start()
-        self.camera.start()
-        end_ns = None
-        if duration_s is not None:
-            half_frame = 500_000_000 // self.s.video.fps
-            end_ns = self.time.now_ns() + int(duration_s * 1e9) - half_frame
-        rec: Recording | None = None
-        if self.storage_low():
-            raise StorageFull("storage nearly full: not starting to record")
-        try:
-            while not self.stop_event.is_set():
-                frame = self.camera.read(self.s.stall_timeout_s)
-                if frame is None:
-                    if rec is not None:
-                        self._camera_stalled(rec)
-                        rec = None
-                    if end_ns is not None and self.time.now_ns() >= end_ns:
-                        break
-                    continue
-                if end_ns is not None and frame.mono_ns >= end_ns:
-                    break
-                if rec is None:
-                    rec = self._start(frame.mono_ns)
-                elif rec.add_frame(frame.data, frame.mono_ns) is Placement.STALL:
-                    self._camera_stalled(rec)
-                    rec = self._start(frame.mono_ns)
-                if rec.vt.next_slot == 0:
-                    rec.add_frame(frame.data, frame.mono_ns)
-                for block in self.mic.drain():
-                    rec.add_audio(block.samples, block.mono_ns)
-                rec.check_microphone()
-                self.heartbeat += 1
-                if rec.vt.next_slot % self.s.video.fps == 0 and self.storage_low():
-                    self._storage_full(rec)
-                    rec = None
-                    break
-            if rec is not None:
-                self._finish_audio(rec)
-                self._end(rec, "stop")
-        except StorageError as exc:
-            log.error("storage failed: %s; recording stopped, closed segments are intact", exc)
-            self.on_event("interruption", {"cause": "storage-error", "error": str(exc),
-                                           "recording_id": rec.id if rec else None})
-            if rec is not None:
-                self.results[-1].cause = "storage-error"
-                self.results[-1].stats = rec.stats
-                self.results[-1].segments = list(rec.segmenter.closed)
-                rec.abort()
-            raise
-        finally:
-            self.camera.stop()
-            self.mic.stop()
-        return self.results
-
-    # -- driven capture: the device service calls these from its one loop ---------------
-    def open(self) -> None:
-        """Start camera and microphone; frames then flow through :meth:`step`."""
-        self.mic.start()
-        self.camera.start()
-        self._opened = True
-
-    @property
-    def recording(self) -> bool:
-        return self.rec is not None
-
-    def step(self) -> tuple[int | None, RecordingResult | None]:
-        """Take one frame (or a stall timeout) and the sound drained with it.
-
-        Returns (frame instant or None, result of a recording that ended here by itself:
-        camera-stall or storage-full). Raises StorageError as :meth:`run` does."""
-        frame = self.camera.read(self.s.stall_timeout_s)
-        ended = None
-        rec = self.rec
-        if frame is None:
-            if isinstance(rec, _PendingStart):
-                pass   # still waiting for the first frame of the requested recording
-            elif rec is not None:
-                self._camera_stalled(rec)
-                self.rec, ended = None, self.results[-1]
-            else:
-                self.capture.reset()
-        elif rec is not None:
-            try:
-                if rec.add_frame(frame.data, frame.mono_ns) is Placement.STALL:
-                    self._camera_stalled(rec)
-                    self.rec, ended = None, self.results[-1]
-                    self._not_recording_frame(frame)
-            except StorageError:
-                self._storage_failed(rec)
-                raise
-        else:
-            self._not_recording_frame(frame)
-        blocks = self.mic.drain()
-        if self.audio_tap is not None and blocks:
-            self.audio_tap(blocks)
-        rec = self.rec
-        try:
-            for block in blocks:
-                if isinstance(rec, Recording):
-                    rec.add_audio(block.samples, block.mono_ns)
-                elif self.buffering and self.capture.enabled:
-                    self.capture.add_audio(block.samples, block.mono_ns)
-            if isinstance(rec, Recording) and frame is not None:
-                rec.check_microphone()
-                if rec.vt.next_slot % self.s.video.fps == 0 and self.storage_low():
-                    self._storage_full(rec)
-                    self.rec, ended = None, self.results[-1]
-        except StorageError:
-            self._storage_failed(rec)
-            raise
-        if frame is not None:
-            self.last_frame_ns = frame.mono_ns
-            self.heartbeat += 1
-        return (frame.mono_ns if frame else None), ended
-
-    def _not_recording_frame(self, frame) -> None:
-        if self.buffering and self.capture.enabled:
-            self.capture.add_frame(frame.data, frame.mono_ns)
-
-    def set_buffering(self, on: bool) -> None:
-        """Pre-event buffering on (ready) or off (paused, docked: nothing is kept, even in RAM)."""
-        self.buffering = on
-        if not on:
-            self.capture.reset()
-
-    def begin_recording(self, detail: dict | None = None) -> str:
-        """Start a recording now; it opens with the pre-event buffer when there is one."""
-        if self.rec is not None:
-            raise RuntimeError("already recording")
-        if self.storage_low():
-            raise StorageFull("storage nearly full: not starting to record")
-        handover = self.capture.hand_over() if self.capture.enabled else None
-        if handover is None:
-            self.rec = _PendingStart(self, detail)
-            return ""
-        self.rec = self._start(0, handover, detail)
-        return self.rec.id
-
-    def end_recording(self, cause: str = "stop") -> RecordingResult | None:
-        """End the current recording (waits for the sound under the last frame)."""
-        rec, self.rec = self.rec, None
-        if rec is None:
-            return None
-        if isinstance(rec, _PendingStart):
-            log.info("recording ended (%s) before its first frame", cause)
-            return None
-        try:
-            self._finish_audio(rec)
-            self._end(rec, cause)
-        except StorageError:
-            self._storage_failed(rec)
-            raise
-        return self.results[-1]
-
-    def _storage_failed(self, rec) -> None:
-        self.rec = None
-        if rec is None or isinstance(rec, _PendingStart):
-            return
-        log.error("storage failed; recording %s stopped, closed segments are intact", rec.id)
-        self.on_event("interruption", {"cause": "storage-error", "recording_id": rec.id})
-        self.results[-1].cause = "storage-error"
-        self.results[-1].stats = rec.stats
-        self.results[-1].segments = list(rec.segmenter.closed)
-        rec.abort()
-
-    def close(self) -> None:
-        if self.rec is not None:
-            self.end_recording("stop")
-        self.capture.reset()
-        if self._opened:
-            self.camera.stop()
-            self.mic.stop()
-            self._opened = False
+        return result
 
     def _finish_audio(self, rec: Recording) -> None:
         """Wait for the sound under the last frame to be captured, then take it."""
@@ -314,32 +317,38 @@ class Pipeline:
         for block in self.mic.drain():
             rec.add_audio(block.samples, block.mono_ns)
 
-    def _storage_full(self, rec: Recording) -> None:
+    # -- recordings that end by themselves ------------------------------------------------------
+    def _camera_stalled(self, rec: Recording) -> RecordingResult:
+        log.error("camera stalled: no frame for %.1f s; recording %s closed, "
+                  "a new one starts when frames return", self.s.stall_timeout_s, rec.id)
+        self.on_event("interruption", {"cause": "camera-stall", "recording_id": rec.id,
+                                       "stall_timeout_ms": round(self.s.stall_timeout_s * 1000)})
+        result = self._end(rec, "camera-stall")
+        self.rec = None
+        if self._restart_after_stall:
+            self._pending = {}
+        return result
+
+    def _storage_full(self, rec: Recording) -> RecordingResult:
         log.error("storage nearly full: recording %s stopped and sealed; evidence is never "
                   "overwritten, dock the device to free space", rec.id)
         self.on_event("interruption", {"cause": "storage-full", "recording_id": rec.id})
         self._finish_audio(rec)
-        self._end(rec, "storage-full")
+        result = self._end(rec, "storage-full")
+        self.rec, self._restart_after_stall = None, False
+        return result
 
-    def _camera_stalled(self, rec: Recording) -> None:
-        log.error("camera stalled: no frame for %.1f s; recording %s closed, "
-                  "a new one starts when frames return", self.s.stall_timeout_s, rec.id)
-        self.on_event("interruption", {"cause": "camera-stall", "recording_id": rec.id,
-                                       "stall_timeout_s": self.s.stall_timeout_s})
-        self._end(rec, "camera-stall")
-
-
-class _PendingStart:
-    """A start asked for when nothing was buffered: the recording begins with the next frame."""
-
-    def __init__(self, pipeline: Pipeline, detail: dict | None) -> None:
-        self.p, self.detail = pipeline, detail
-
-    def add_frame(self, data, mono_ns) -> Placement:
-        rec = self.p._start(mono_ns, None, self.detail)
-        self.p.rec = rec
-        rec.add_frame(data, mono_ns)
-        return Placement.NEXT
-
-    def add_audio(self, samples, mono_ns) -> None:
-        pass   # sound before the first frame belongs to no recording
+    def _storage_failed(self, exc: StorageError) -> None:
+        """Storage failed: journal it (with or without an open recording: a recording that could
+        not even be created is a fact too), keep what was closed, write nothing more."""
+        rec, self.rec = self.rec, None
+        self._pending, self._restart_after_stall = None, False
+        log.error("storage failed: %s; recording stopped, closed segments are intact", exc)
+        self.on_event("interruption", {"cause": "storage-error", "error": str(exc),
+                                       "recording_id": rec.id if rec else None})
+        if rec is not None:
+            result = self.results[-1]
+            result.cause = "storage-error"
+            result.stats = rec.stats
+            result.segments = list(rec.segmenter.closed)
+            rec.abort()

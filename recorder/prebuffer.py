@@ -24,11 +24,12 @@ from __future__ import annotations
 import collections
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
+import av
 import numpy as np
 
-from recorder.clock import TimeSample, WallClock
+from common.clock import TimeSample, WallClock
 from recorder.encode import H264Encoder, VideoSettings
 from recorder.stamp import Stamper
 from recorder.timeline import Placement, VideoTimeline
@@ -48,7 +49,7 @@ class BufferedFrame:
 @dataclass
 class _Gop:
     first_slot: int
-    packets: list = field(default_factory=list)
+    packets: list[av.Packet[Any]] = field(default_factory=list)   # encoder output: no stream yet
     nbytes: int = 0
 
 
@@ -61,7 +62,7 @@ class Handover:
     t0_ns: int                    # monotonic instant of that slot
     next_slot: int                # recording slot of the next frame
     frames: list[BufferedFrame]   # buffered frames, session slots, in order
-    packets: list                 # encoded packets (session PTS), in decode order
+    packets: list[av.Packet[Any]]  # encoded packets (session PTS), in decode order
     audio: list[tuple[np.ndarray, int]]   # (samples, mono_ns) kept, empty when audio is off
     audio_end_ns: int | None      # end of the last sound drained (silence is filled up to here)
     last_frame: np.ndarray | None
@@ -89,8 +90,9 @@ class PreEventBuffer:
         self.frames.append(frame)
         self._trim()
 
-    def add_packet(self, pkt) -> None:
+    def add_packet(self, pkt: av.Packet[Any]) -> None:
         if pkt.is_keyframe:
+            assert pkt.pts is not None   # the encoder stamps every packet it returns
             self.gops.append(_Gop(pkt.pts // self.frame_ticks))
         elif not self.gops:
             log.warning("pre-event buffer: packet before the first keyframe dropped")
@@ -123,7 +125,7 @@ class PreEventBuffer:
     def span_frames(self) -> int:
         return len(self.frames)
 
-    def take(self) -> tuple[int | None, list[BufferedFrame], list]:
+    def take(self) -> tuple[int | None, list[BufferedFrame], list[av.Packet[Any]]]:
         first = self.first_slot
         frames = list(self.frames)
         packets = [p for gop in self.gops for p in gop.packets]
@@ -194,6 +196,7 @@ class PreEventCapture:
         sample = self.wall_clock.at(mono_ns)
         self.stamper.apply(data, sample, self.position())
         self.buffer.note_frame(BufferedFrame(slot, sample, repeated))
+        assert self.venc is not None   # set together with self.vt in add_frame
         for pkt in self.venc.encode(data, slot * self.video.frame_ticks):
             self.buffer.add_packet(pkt)
         self._last = data
@@ -222,6 +225,7 @@ class PreEventCapture:
             self.reset()
             return None
         first, frames, packets = self.buffer.take()
+        assert first is not None and self.venc is not None   # first_slot checked above; venc is set with vt
         h = Handover(encoder=self.venc, slot_offset=first, t0_ns=self.vt.slot_time_ns(first),
                      next_slot=self.vt.next_slot - first, frames=frames, packets=packets,
                      audio=list(self._audio) if self.keep_audio else [],

@@ -41,7 +41,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, TypeGuard
 
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
@@ -50,6 +50,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from recorder import records
+from recorder.failures import NamedFailure
 from recorder.records import MalformedLine, Record
 
 log = logging.getLogger(__name__)
@@ -70,12 +71,8 @@ _CHUNK = 1 << 20
 
 
 # ---- named refusals ---------------------------------------------------------------
-class ReceiptRefused(Exception):
+class ReceiptRefused(NamedFailure):
     """A receipt that frees nothing. ``reason`` is the class name (journaled)."""
-
-    @property
-    def reason(self) -> str:
-        return type(self).__name__
 
 
 class ReceiptMalformed(ReceiptRefused):
@@ -84,6 +81,10 @@ class ReceiptMalformed(ReceiptRefused):
 
 class UntrustedDock(ReceiptRefused):
     """The signing certificate is not an agency-issued dock certificate (or not this session's dock)."""
+
+
+class RevokedDock(UntrustedDock):
+    """The dock certificate is on the agency's certificate revocation list installed on the device."""
 
 
 class BadReceiptSignature(ReceiptRefused):
@@ -114,6 +115,14 @@ class FileMismatch(ReceiptRefused):
     """A named file is not attested (before the head) as named, or differs on disk, or is gone."""
 
 
+class NotServedInSession(ReceiptRefused):
+    """None of the named files was served in full to this dock in the TLS session of the receipt.
+
+    (A receipt naming some files served in full and some not purges the former only;
+    the rest is refused by name in the answer and the ``purge`` record.)
+    """
+
+
 # ---- the receipt itself ------------------------------------------------------------
 @dataclass(frozen=True)
 class ReceiptFile:
@@ -121,7 +130,7 @@ class ReceiptFile:
     sha256: str
     size: int
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"path": self.path, "sha256": self.sha256, "size": self.size}
 
 
@@ -138,7 +147,7 @@ class Receipt:
     verified: bool = True
     stored: bool = True
 
-    def as_dict(self) -> dict:
+    def as_dict(self) -> dict[str, Any]:
         return {"v": RECEIPT_VERSION, "device": self.device, "dock": self.dock,
                 "nonce": self.nonce, "counter": self.counter,
                 "issued_wall_ns": self.issued_wall_ns,
@@ -181,7 +190,7 @@ def sign_receipt(receipt: Receipt, dock_key: Ed25519PrivateKey, dock_cert_pem: b
                       sort_keys=True).encode("utf-8")
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
@@ -237,6 +246,8 @@ def parse_signed(wire: bytes) -> SignedReceipt:
         doc = json.loads(bytes(wire).decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ReceiptMalformed(f"not JSON: {exc}") from None
+    except RecursionError:
+        raise ReceiptMalformed("not a receipt: JSON nested too deeply") from None
     if not isinstance(doc, dict) or set(doc) != {"receipt", "signature", "dock_cert"}:
         raise ReceiptMalformed("expected exactly receipt, signature, dock_cert")
     receipt = _parse_receipt_fields(doc["receipt"])
@@ -257,7 +268,14 @@ class NonceBook:
     """Challenges handed to the dock in this session; each may be redeemed once, while fresh.
 
     Kept in memory on purpose: a restart of the link forgets them, so no
-    receipt made before it can ever be presented again.
+    receipt made before it can ever be presented again. The dock link keeps one
+    book per TLS session (connection), so a nonce can only be redeemed in the
+    session that was given it, and another client (even one holding a dock
+    certificate) can neither redeem nor evict it. ``max_outstanding`` bounds
+    the memory of one session: past it, that session's own oldest nonce is forgotten.
+    A nonce is used up by the first receipt that reaches the nonce check (well
+    formed, valid dock certificate of this session, good signature, this device),
+    whatever happens to it afterwards; a receipt refused before that leaves it outstanding.
     """
 
     def __init__(self, ttl_s: float = 900.0, monotonic: Callable[[], float] = time.monotonic,
@@ -272,7 +290,7 @@ class NonceBook:
         nonce = secrets.token_hex(16)
         with self._lock:
             if len(self._issued) >= self._max:   # forget the oldest: a dock cannot grow memory
-                del self._issued[min(self._issued, key=self._issued.get)]
+                del self._issued[min(self._issued, key=self._issued.__getitem__)]
             self._issued[nonce] = self._now()
         return nonce
 
@@ -360,8 +378,13 @@ class ReceiptValidator:
         self.ca_cert = ca_cert
         self.nonces = nonces
 
+    revoked: Callable[[x509.Certificate], bool] = staticmethod(lambda cert: False)
+
     def validate(self, wire: bytes, root: Path, journal_path: Path,
-                 peer_dock_id: str | None = None) -> SignedReceipt:
+                 peer_dock_id: str | None = None, served: frozenset[str] | None = None) -> SignedReceipt:
+        """Raise a ReceiptRefused or return the receipt. ``served`` (the dock link passes it):
+        paths served in full in this TLS session; files outside it are not purged
+        (``unserved``), and if that is all of them the receipt is refused (NotServedInSession)."""
         signed = parse_signed(wire)
         r = signed.receipt
         try:
@@ -369,6 +392,8 @@ class ReceiptValidator:
         except ValueError as exc:
             raise ReceiptMalformed(f"dock_cert is not a PEM certificate: {exc}") from None
         check_dock_certificate(cert, self.ca_cert)
+        if self.revoked(cert):
+            raise RevokedDock(f"dock certificate serial {cert.serial_number:x} is revoked by the agency CRL")
         key = cert.public_key()
         if not isinstance(key, Ed25519PublicKey):
             raise UntrustedDock("dock certificate key is not Ed25519")
@@ -394,7 +419,14 @@ class ReceiptValidator:
             raise HeadMismatch(f"record #{r.head_seq} of this journal is not {r.head_hash[:16]}...")
         for f in r.files:
             self._check_file(f, idx, r.head_seq, root)
+        if served is not None:
+            self.unserved = tuple(f.path for f in r.files if f.path not in served)
+            if len(self.unserved) == len(r.files):
+                raise NotServedInSession(f"none of the {len(r.files)} files named was served in full "
+                                         "in this TLS session")
         return signed
+
+    unserved: tuple[str, ...] = ()
 
     @staticmethod
     def _check_file(f: ReceiptFile, idx: JournalIndex, head_seq: int, root: Path) -> None:
@@ -493,6 +525,7 @@ class PurgeResult:
     purge_seq: int
     removed: tuple[ReceiptFile, ...]
     not_removed: tuple[str, ...] = ()
+    refused: tuple[str, ...] = ()      # named by the receipt but not served in full in its session
 
     @property
     def bytes_freed(self) -> int:

@@ -11,11 +11,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
+import av
 import numpy as np
 
-from recorder.clock import WallClock
+from common.clock import TimeSample, WallClock
 from recorder.encode import AacEncoder, AudioSettings, H264Encoder, VideoSettings
 from recorder.prebuffer import Handover
 from recorder.segment_info import SegmentInfo, SegmentSink
@@ -47,7 +48,7 @@ class Recording:
                  position: Callable[[], str | None] | None = None,
                  max_bridge_s: float = 0.5, mic_timeout_s: float = 2.0,
                  handover: Handover | None = None,
-                 on_clock_step: Callable[[dict], None] | None = None) -> None:
+                 on_clock_step: Callable[[dict[str, Any]], None] | None = None) -> None:
         """``handover``: continue a pre-event capture session (its encoder keeps running and
         its buffered packets become this recording's first frames); ``t0_ns`` is then ignored."""
         self.id = recording_id
@@ -120,7 +121,7 @@ class Recording:
         self.stats.frames_repeated += int(repeated)
         self._release_audio(self._video_samples())
 
-    def _watch_wall_clock(self, slot: int, sample) -> None:
+    def _watch_wall_clock(self, slot: int, sample: TimeSample) -> None:
         """Report a step of the wall clock between two frames (first GPS fix, NTP step, manual
         set): the stamp follows the new time, the media timeline does not move."""
         offset = sample.wall_ns - sample.mono_ns
@@ -132,10 +133,11 @@ class Recording:
                                 "time_quality": sample.quality.value})
         self._wall_offset = offset
 
-    def _write_video(self, pkt) -> None:
+    def _write_video(self, pkt: av.Packet[Any]) -> None:
         """Packets carry encoder-session PTS; the recording's media time starts at its slot 0."""
         if self.slot_offset:
             shift = self.slot_offset * self.video.frame_ticks
+            assert pkt.pts is not None and pkt.dts is not None   # the encoder stamps both
             pkt.pts -= shift
             pkt.dts -= shift
         self.segmenter.write("v", pkt)

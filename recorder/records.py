@@ -12,6 +12,13 @@ the SHA-256 of the previous line's full bytes including its LF (what
 Canonical JSON = ``json.dumps(sort_keys=True, separators=(",", ":"),
 ensure_ascii=True, allow_nan=False)``: ASCII only, so a record can never
 contain a raw tab or newline, and the verifier can insist on it byte for byte.
+
+Format version 2 (``FORMAT_VERSION``) is integer-only: no JSON number with a
+fraction or exponent anywhere in the message (durations are ``*_ms``/``*_ns``,
+fractions ``*_permille``), so the signed bytes never depend on how a float is
+printed. ``build_message`` refuses a float (``FloatInRecord``); the parser
+rejects one in a version-2 line. Version-1 lines (floats allowed) still parse.
+Versions along one journal may only stay equal or rise (checked by the verifier).
 """
 from __future__ import annotations
 
@@ -22,12 +29,14 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeGuard, cast
 
-from recorder.clock import TimeQuality, TimeSample
+from common.clock import TimeQuality, TimeSample
 from recorder.segment_info import SegmentInfo
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2              # what new records are written as
+SUPPORTED_VERSIONS = (1, 2)     # what the parser accepts; 1 = floats allowed, 2 = integers only
+INTEGER_ONLY_SINCE = 2
 GENESIS_PREV = "0" * 64
 SEPARATOR = b"\t"
 MAX_LINE_BYTES = 1 << 20  # a record is small; anything larger is not one of ours
@@ -57,6 +66,43 @@ class MalformedLine(ValueError):
     """A journal line that is not a well-formed record (the reason is in the message)."""
 
 
+class FloatInRecord(MalformedLine):
+    """A version-2 message holds a float (a JSON number with a fraction or exponent).
+
+    Raised by ``build_message`` (the writer never signs one) and by ``parse_line``
+    for a version-2 line. ``path`` names where, e.g. ``payload.config.capture.x``.
+    """
+
+    def __init__(self, message: str, path: str = "") -> None:
+        super().__init__(message)
+        self.path = path
+
+
+def find_float(obj: Any, path: str = "") -> str | None:
+    """The path of the first float in a JSON value (keys in sorted order), or None."""
+    if isinstance(obj, float):
+        return path or "(top)"
+    if isinstance(obj, dict):
+        for key in sorted(obj, key=str):
+            found = find_float(obj[key], f"{path}.{key}" if path else str(key))
+            if found is not None:
+                return found
+    elif isinstance(obj, (list, tuple)):
+        for i, item in enumerate(obj):
+            found = find_float(item, f"{path}[{i}]")
+            if found is not None:
+                return found
+    return None
+
+
+def check_integer_only(obj: Any, what: str = "message") -> None:
+    """Raise FloatInRecord if ``obj`` holds a float anywhere."""
+    where = find_float(obj)
+    if where is not None:
+        raise FloatInRecord(f"{what} holds a float at {where} (format version {INTEGER_ONLY_SINCE}+ "
+                            "is integer-only: use *_ms/*_ns, *_permille)", where)
+
+
 def canonical_json(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False).encode("ascii")
@@ -71,7 +117,7 @@ def _seconds_to_ns(value: float | None) -> int | None:
     return None if value is None else int(round(value * 1e9))
 
 
-def time_fields(sample: TimeSample) -> dict:
+def time_fields(sample: TimeSample) -> dict[str, Any]:
     """The time part of a record, all integers (no floats in the signed bytes)."""
     return {
         "mono_ns": int(sample.mono_ns),
@@ -82,7 +128,7 @@ def time_fields(sample: TimeSample) -> dict:
     }
 
 
-def time_sample_payload(sample: TimeSample) -> dict:
+def time_sample_payload(sample: TimeSample) -> dict[str, Any]:
     return time_fields(sample)
 
 
@@ -90,30 +136,30 @@ def time_sample_payload(sample: TimeSample) -> dict:
 class Record:
     """A parsed journal line. ``line`` holds the exact bytes it was read from."""
 
-    message: dict
+    message: dict[str, Any]
     message_bytes: bytes
     signature: bytes
     line: bytes
 
     @property
     def seq(self) -> int:
-        return self.message["seq"]
+        return cast(int, self.message["seq"])
 
     @property
     def prev(self) -> str:
-        return self.message["prev"]
+        return cast(str, self.message["prev"])
 
     @property
     def type(self) -> str:
-        return self.message["type"]
+        return cast(str, self.message["type"])
 
     @property
     def device(self) -> str:
-        return self.message["device"]
+        return cast(str, self.message["device"])
 
     @property
-    def payload(self) -> dict:
-        return self.message["payload"]
+    def payload(self) -> dict[str, Any]:
+        return cast("dict[str, Any]", self.message["payload"])
 
     @property
     def hash(self) -> str:
@@ -121,14 +167,20 @@ class Record:
 
 
 def build_message(*, seq: int, prev: str, device: str, session: str, sample: TimeSample,
-                  type: str, payload: dict) -> bytes:
-    """The canonical bytes to sign for a new record (raises ValueError on bad input)."""
+                  type: str, payload: dict[str, Any]) -> bytes:
+    """The canonical bytes to sign for a new record (raises ValueError on bad input).
+
+    A float anywhere in the message raises FloatInRecord (a ValueError): format version 2
+    is integer-only.
+    """
     if not TYPE_PATTERN.match(type):
         raise ValueError(f"bad record type {type!r}: lower-case letters, digits and '-'")
     if not isinstance(payload, dict):
         raise ValueError("a record payload must be a JSON object (dict)")
     message = {"v": FORMAT_VERSION, "seq": seq, "prev": prev, "device": device,
                "session": session, "type": type, "payload": payload, **time_fields(sample)}
+    if FORMAT_VERSION >= INTEGER_ONLY_SINCE:
+        check_integer_only(message, f"{type} record")   # FloatInRecord: never signed
     try:
         data = canonical_json(message)
     except (TypeError, ValueError) as exc:
@@ -174,17 +226,19 @@ def parse_line(line: bytes) -> Record:
     return Record(message, message_bytes, signature, line)
 
 
-def _is_int(v: Any) -> bool:
+def _is_int(v: Any) -> TypeGuard[int]:
     return isinstance(v, int) and not isinstance(v, bool)
 
 
-def _check_message(m: dict) -> None:
+def _check_message(m: dict[str, Any]) -> None:
     keys = set(m)
     if keys != MESSAGE_KEYS:
         raise MalformedLine(f"fields differ from the format: missing {sorted(MESSAGE_KEYS - keys)},"
                             f" unexpected {sorted(keys - MESSAGE_KEYS)}")
-    if m["v"] != FORMAT_VERSION:
-        raise MalformedLine(f"format version {m['v']!r}, expected {FORMAT_VERSION}")
+    if not _is_int(m["v"]) or m["v"] not in SUPPORTED_VERSIONS:
+        raise MalformedLine(f"format version {m['v']!r}, expected one of {SUPPORTED_VERSIONS}")
+    if m["v"] >= INTEGER_ONLY_SINCE:
+        check_integer_only(m, f"version-{m['v']} record")
     if not _is_int(m["seq"]) or m["seq"] < 0:
         raise MalformedLine("seq is not a non-negative integer")
     if not isinstance(m["prev"], str) or not _HEX64.match(m["prev"]):
@@ -208,12 +262,12 @@ def _check_message(m: dict) -> None:
         raise MalformedLine("payload is not a JSON object")
 
 
-def file_attestation(path: str, sha256: str, size: int, role: str) -> dict:
+def file_attestation(path: str, sha256: str, size: int, role: str) -> dict[str, Any]:
     """How a record names a file it vouches for (besides a segment's own file)."""
     return {"path": path, "sha256": sha256, "size": size, "role": role}
 
 
-def segment_payload(info: SegmentInfo, relpath: str, sha256: str, size: int) -> dict:
+def segment_payload(info: SegmentInfo, relpath: str, sha256: str, size: int) -> dict[str, Any]:
     """The payload of a ``segment`` record, from the pipeline's SegmentInfo.
 
     ``sha256``/``size`` are what the sealer measured on disk. ``extra`` keys
@@ -250,7 +304,7 @@ def segment_payload(info: SegmentInfo, relpath: str, sha256: str, size: int) -> 
     return payload
 
 
-def attested_files(record: Record) -> list[dict]:
+def attested_files(record: Record) -> list[dict[str, Any]]:
     """Every file a record vouches for: a segment's own file plus any attachments.
 
     Raises MalformedLine if the record names files in a malformed way.

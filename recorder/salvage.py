@@ -2,7 +2,10 @@
 
 After a power cut the evidence directory can hold:
 
-* ``NAME.ts.part``: the segment being written. It is cut back to the last whole
+* ``NAME.ts.part`` that ends with the segmenter's end marker (its length and
+  SHA-256 match every byte before it): closed completely, the power went before
+  the rename. Nothing is cut; it is checked, renamed and sealed like the next case.
+* Any other ``NAME.ts.part``: the segment being written. It is cut back to the last whole
   188-byte TS packet and then to the last PES boundary at which every stream's
   packet is complete (so the file decodes without errors), checked by decoding
   it with PyAV, renamed to ``NAME.ts`` and returned as a SegmentInfo with
@@ -22,21 +25,23 @@ from __future__ import annotations
 
 import hashlib
 import io
+import itertools
 import logging
 import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, cast
 
 import av
 
+from common.clock import TimeQuality, TimeSample
 from recorder import records
-from recorder.clock import TimeQuality, TimeSample
 from recorder.journal import Journal, fsync_dir, iter_records
 from recorder.records import Record
 from recorder.seal import Sealer
 from recorder.segment_info import SegmentInfo
+from recorder.segmenter import TS_ORIGIN_S, is_complete
 from recorder.store import RECORDINGS_DIR, EvidenceStore
 
 log = logging.getLogger(__name__)
@@ -68,8 +73,12 @@ def ts_cut_point(data: bytes | memoryview) -> int:
     Stops at the first packet without the 0x47 sync byte (e.g. a zero-filled tail
     after a power cut). The last PES packet of each elementary stream is treated
     as possibly incomplete, because a crashed writer never said it had finished it;
-    the cut is then moved back until no PES packet straddles it.
+    the cut is then moved back until no PES packet straddles it. A closed segment
+    (it ends with a valid end marker, see ``recorder.segmenter.is_complete``) said
+    it had finished every packet: it is returned whole.
     """
+    if is_complete(data):
+        return len(data)
     n = len(data) // TS_PACKET * TS_PACKET
     starts: dict[int, list[int]] = {}
     last_packet: dict[int, list[int]] = {}   # per PID, per PES: offset of its last packet
@@ -97,7 +106,7 @@ def ts_cut_point(data: bytes | memoryview) -> int:
     while moved:
         moved = False
         for pid, s in starts.items():
-            for begin, last in zip(s, last_packet[pid]):
+            for begin, last in zip(s, last_packet[pid], strict=False):
                 if begin < cut < last + TS_PACKET:
                     cut, moved = begin, True
     return cut
@@ -120,7 +129,7 @@ def analyse_ts(data: bytes) -> MediaFacts:
     frames, samples, pts = 0, 0, []
     rate = None
     try:
-        with av.open(io.BytesIO(data), format="mpegts") as c:
+        with av.open(io.BytesIO(data), "r", format="mpegts") as c:   # "r": the default for a BytesIO
             if not c.streams.video:
                 return MediaFacts(0, None, None, 0, None, "no video stream")
             vs = c.streams.video[0]
@@ -130,17 +139,19 @@ def analyse_ts(data: bytes) -> MediaFacts:
             for packet in c.demux(*streams):
                 for frame in packet.decode():
                     if packet.stream.type == "video":
+                        vframe = cast(av.VideoFrame, frame)   # a video packet decodes to video frames
                         frames += 1
-                        if frame.pts is not None:
-                            pts.append(int(frame.pts * frame.time_base * TIME_BASE))
+                        if vframe.pts is not None:
+                            assert vframe.time_base is not None   # a decoded frame has its stream's
+                            pts.append(int(vframe.pts * vframe.time_base * TIME_BASE))
                     else:
-                        samples += frame.samples
+                        samples += cast(av.AudioFrame, frame).samples   # the other stream is audio
     except (av.FFmpegError, ValueError, IndexError) as exc:
         return MediaFacts(frames, None, None, samples, None, f"decode failed: {exc}")
     if not frames or not pts:
         return MediaFacts(0, None, None, samples, None, "no decodable video frame")
     pts.sort()
-    diffs = [b - a for a, b in zip(pts, pts[1:]) if b > a]
+    diffs = [b - a for a, b in itertools.pairwise(pts) if b > a]
     duration = int(round(TIME_BASE / rate)) if rate else (min(diffs) if diffs else None)
     return MediaFacts(frames, pts[0], pts[-1], samples, duration)
 
@@ -154,7 +165,7 @@ class SalvageResult:
     cut_bytes: int = 0                  # bytes moved to the cut-off file
     reason: str | None = None           # why it was unreadable
     record: Record | None = None        # the record recover() wrote for it
-    attachments: list[dict] = field(default_factory=list)
+    attachments: list[dict[str, Any]] = field(default_factory=list)
 
 
 def _sha(data: bytes) -> str:
@@ -181,9 +192,17 @@ def _free_name(path: Path) -> Path:
     return path.with_name(f"{path.name}.{k}")
 
 
-def _estimate_wall(prev: dict | None, first_pts: int, last_pts: int,
-                   path: Path) -> tuple[TimeSample, TimeSample, str]:
-    """Wall times of a salvaged segment: extrapolated from the previous segment, else file mtime."""
+def _estimate_wall(prev: dict[str, Any] | None, first_pts: int, last_pts: int, mtime_ns: int,
+                   start: dict[str, Any] | None = None
+                   ) -> tuple[TimeSample, TimeSample, str, dict[str, Any]]:
+    """Wall times of a salvaged segment, and how they were found (integers only).
+
+    Best first: extrapolated from the previous sealed segment's ``wall_end``; else from the
+    recording's ``recording-start`` record (``start``: its message, whose own wall/monotonic
+    pair was journaled before the first frame was written, and whose ``t0_mono_ns`` is the
+    monotonic instant of media time zero); else the file's mtime, read before the salvage
+    touched the file (an mtime read after the cut would be the time of the next start-up).
+    """
     if prev is not None:
         end = prev["wall_end"]
         base_mono, base_wall = end["mono_ns"], end["wall_ns"]
@@ -193,14 +212,28 @@ def _estimate_wall(prev: dict | None, first_pts: int, last_pts: int,
         d1 = (last_pts - prev["last_pts"]) * 10**9 // TIME_BASE
         e = None if err is None else err / 1e9
         return (TimeSample(base_mono + d0, base_wall + d0, q, e),
-                TimeSample(base_mono + d1, base_wall + d1, q, e), "extrapolated-from-previous-segment")
-    mtime = path.stat().st_mtime_ns
+                TimeSample(base_mono + d1, base_wall + d1, q, e), "extrapolated-from-previous-segment",
+                {"segment_index": prev["index"], "mono_ns": base_mono, "wall_ns": base_wall})
+    if start is not None:
+        base_mono, base_wall = start["mono_ns"], start["wall_ns"]
+        payload = start.get("payload", {})
+        t0 = payload.get("t0_mono_ns", payload.get("first_frame_mono_ns", base_mono))
+        q = TimeQuality(start["time_quality"])
+        err = start.get("time_error_ns")
+        e = None if err is None else err / 1e9
+        origin = TS_ORIGIN_S * TIME_BASE
+        m0 = t0 + (first_pts - origin) * 10**9 // TIME_BASE
+        m1 = t0 + (last_pts - origin) * 10**9 // TIME_BASE
+        return (TimeSample(m0, base_wall + m0 - base_mono, q, e),
+                TimeSample(m1, base_wall + m1 - base_mono, q, e), "recording-start-record",
+                {"record_seq": start["seq"], "mono_ns": base_mono, "wall_ns": base_wall,
+                 "t0_mono_ns": t0})
     span = (last_pts - first_pts) * 10**9 // TIME_BASE
-    return (TimeSample(0, mtime - span, TimeQuality.UNSYNCED),
-            TimeSample(span, mtime, TimeQuality.UNSYNCED), "file-mtime")
+    return (TimeSample(0, mtime_ns - span, TimeQuality.UNSYNCED),
+            TimeSample(span, mtime_ns, TimeQuality.UNSYNCED), "file-mtime", {"mtime_ns": mtime_ns})
 
 
-def _existing_cuts(name: str, directory: Path, attested: set[str], root: Path) -> list[dict]:
+def _existing_cuts(name: str, directory: Path, attested: set[str], root: Path) -> list[dict[str, Any]]:
     """Cut-off files of an earlier salvage of the same segment that died before sealing."""
     found = []
     for p in sorted(directory.glob(name + CUT_INFIX + "*")):
@@ -211,19 +244,23 @@ def _existing_cuts(name: str, directory: Path, attested: set[str], root: Path) -
     return found
 
 
-def salvage_file(path: Path, root: Path, previous: dict | None = None,
+def salvage_file(path: Path, root: Path, previous: dict[str, Any] | None = None,
                  name_parser: NameParser = default_name_parser,
-                 attested: set[str] | None = None, final: bool = True) -> SalvageResult:
+                 attested: set[str] | None = None, final: bool = True,
+                 start: dict[str, Any] | None = None) -> SalvageResult:
     """Salvage one ``NAME.ts.part`` (cut, check, rename) or analyse one unsealed ``NAME.ts``.
 
     ``previous`` is the payload of the last sealed segment of the same recording
-    (for index, audio sample and wall-time continuity), if any.
+    (for index, audio sample and wall-time continuity), if any. ``start`` is the message
+    of the recording's ``recording-start`` record, if any: it dates a segment that has
+    no sealed predecessor.
     """
     path, root = Path(path), Path(root)
     attested = attested or set()
     is_part = path.name.endswith(PART_SUFFIX)
     final_path = path.with_name(path.name.removesuffix(PART_SUFFIX))
     result = SalvageResult(source=path)
+    mtime_ns = path.stat().st_mtime_ns   # before anything below touches the file
     data = path.read_bytes()
     cut = ts_cut_point(data) if is_part else len(data)
     facts = analyse_ts(data[:cut]) if cut else MediaFacts(0, None, None, 0, None, "no whole TS packet")
@@ -265,8 +302,9 @@ def salvage_file(path: Path, root: Path, previous: dict | None = None,
         frame_duration = previous["frame_duration"]
     else:
         first_sample, frame_duration = 0, facts.frame_duration or TIME_BASE // 25
-    wall_start, wall_end, wall_source = _estimate_wall(previous, facts.first_pts, facts.last_pts,
-                                                       final_path)
+    assert facts.first_pts is not None and facts.last_pts is not None   # analyse_ts sets both unless error
+    wall_start, wall_end, wall_source, wall_basis = _estimate_wall(
+        previous, facts.first_pts, facts.last_pts, mtime_ns, start)
     body = data[:cut]
     result.attachments = attachments
     result.info = SegmentInfo(
@@ -278,6 +316,7 @@ def salvage_file(path: Path, root: Path, previous: dict | None = None,
         extra={"attachments": attachments,
                "salvage": {"source": path.name, "cut_bytes": result.cut_bytes,
                            "original_size": len(data), "wall_time": wall_source,
+                           "wall_time_basis": wall_basis,
                            "decoded_video_frames": facts.video_frames,
                            "decoded_audio_samples": facts.audio_samples}})
     log.warning("salvage: recovered %s (%d frames, %d bytes cut off)", final_path.name,
@@ -289,10 +328,15 @@ def salvage_file(path: Path, root: Path, previous: dict | None = None,
 def find_leftovers(root: Path, attested: set[str]) -> list[Path]:
     """Part files and unsealed closed segments under ``root/recordings``, in name order."""
     base = Path(root) / RECORDINGS_DIR
-    found = []
+    found: list[Path] = []
     if not base.is_dir():
         return found
     for p in sorted(base.rglob("*")):
+        if p.is_symlink():
+            # never ours (segments are regular files); one may point outside the evidence
+            # directory: leave it alone, never follow it (it is not served by the dock link either)
+            log.warning("salvage: %s is a symbolic link, not a segment; ignored", p)
+            continue
         if not p.is_file():
             continue
         if p.name.endswith(".ts.part"):
@@ -309,12 +353,15 @@ def recover(store: EvidenceStore, sealer: Sealer, journal: Journal | None = None
     journal = journal or store.journal
     root = Path(store.root)
     attested: set[str] = set()
-    last: dict[str, dict] = {}
+    last: dict[str, dict[str, Any]] = {}
+    starts: dict[str, dict[str, Any]] = {}   # recording_id -> its recording-start record's message
     for rec in iter_records(journal.path):
         for f in records.attested_files(rec):
             attested.add(f["path"])
         if rec.type == records.SEGMENT:
             last[rec.payload["recording_id"]] = rec.payload
+        elif rec.type == records.RECORDING_START and "recording_id" in rec.payload:
+            starts[rec.payload["recording_id"]] = rec.message
     leftovers = find_leftovers(root, attested)
     results: list[SalvageResult] = []
     touched: dict[str, list[SalvageResult]] = {}
@@ -324,7 +371,7 @@ def recover(store: EvidenceStore, sealer: Sealer, journal: Journal | None = None
                     for p in leftovers[k + 1:])
         try:
             res = salvage_file(path, root, last.get(rid_guess), name_parser, attested,
-                               final=not later)
+                               final=not later, start=starts.get(rid_guess))
         except OSError as exc:
             log.error("salvage: cannot process %s: %s (left in place)", path, exc)
             res = SalvageResult(source=path, reason=f"I/O error: {exc}")

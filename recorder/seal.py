@@ -19,7 +19,7 @@ import os
 import time
 from pathlib import Path
 
-from recorder.crashpoints import crashpoint
+from common.crashpoints import crashpoint
 from recorder import records
 from recorder.journal import Journal, fsync_dir
 from recorder.records import Record

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from recorder.clock import TimeSample
+from common.clock import TimeSample
 
 
 @dataclass(frozen=True)
@@ -28,10 +28,10 @@ class SegmentInfo:
     silence_samples: int = 0   # audio samples the microphone missed, filled with silence
     final: bool = False        # last segment of its recording
     recovered: bool = False    # salvaged after a crash or power loss
-    extra: dict = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)
 
 
 class SegmentSink(Protocol):
     """Told when a segment closes (the evidence layer seals it there)."""
 
-    def segment_closed(self, info: SegmentInfo) -> None: ...
+    def segment_closed(self, info: SegmentInfo) -> object: ...   # the result is ignored (Sealer: its Record)

@@ -10,11 +10,19 @@ because the encoder's GOP divides F — and the AAC packets whose first sample
 lies in [k*S, (k+1)*S) with S the samples of F frames. A segment is written as
 ``NAME.ts.part`` while open, hashed as it is written, fsynced and renamed to
 ``NAME.ts`` when it closes, and then handed to the sink (which seals it).
+
+A closed segment ends with one end-marker TS packet (null PID 0x1FFF, which every
+demuxer skips) carrying the byte length and SHA-256 of everything before it
+(:func:`end_marker`). It is written and handed to the kernel on the capture thread
+before the next segment's part file is created, so a part file that a crash left
+can be told complete (:func:`is_complete`: salvage keeps it whole) from one cut off
+mid-write (salvage cuts it back to whole packets).
 """
 from __future__ import annotations
 
 import fractions
 import hashlib
+import io
 import logging
 import os
 import queue
@@ -22,11 +30,16 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, cast
 
 import av
+from av.audio.stream import AudioStream
+from av.container import OutputContainer
+from av.video.stream import VideoStream
 
-from recorder.crashpoints import crashpoint
-from recorder.clock import TimeSample
+from common.clock import TimeSample
+from common.crashpoints import crashpoint
+from recorder.encode import AUDIO_LAYOUT
 from recorder.segment_info import SegmentInfo, SegmentSink
 
 log = logging.getLogger(__name__)
@@ -35,6 +48,31 @@ TS_ORIGIN_S = 1
 """Media time 0 is written as PTS 1 s: AAC's priming packet sits before the first
 sample and MPEG-TS cannot carry negative timestamps (ffmpeg would otherwise shift
 the first segment alone and open a gap at its end)."""
+
+
+TS_PACKET = 188
+END_MAGIC = b"BWC-SEGMENT-END\x01"
+_END_HEADER = bytes((0x47, 0x1F, 0xFF, 0x10))   # sync, PID 0x1FFF (null), payload only, CC 0
+
+
+def end_marker(size: int, sha256: bytes) -> bytes:
+    """The TS packet that ends a closed segment: magic, the byte length and the SHA-256
+    of the ``size`` bytes before it (the segment without this packet), 0xFF padding."""
+    payload = END_MAGIC + size.to_bytes(8, "big") + sha256
+    return _END_HEADER + payload.ljust(TS_PACKET - len(_END_HEADER), b"\xff")
+
+
+def is_complete(data: bytes | memoryview) -> bool:
+    """True when ``data`` is a whole closed segment: it ends with an end marker whose length
+    and SHA-256 are those of every byte before it (so nothing is missing, torn or zeroed)."""
+    n = len(data) - TS_PACKET
+    if n < 0:
+        return False
+    marker = bytes(data[n:])
+    m = len(_END_HEADER) + len(END_MAGIC)
+    if marker[:m] != _END_HEADER + END_MAGIC or int.from_bytes(marker[m:m + 8], "big") != n:
+        return False
+    return marker == end_marker(n, hashlib.sha256(data[:n]).digest())
 
 
 class StorageError(OSError):
@@ -50,9 +88,9 @@ class HashingFile:
         self.sha = hashlib.sha256()
         self.size = 0
 
-    def write(self, data) -> int:
+    def write(self, data: bytes) -> int:   # PyAV's I/O hands over bytes
         n = self._f.write(data)
-        self.sha.update(memoryview(data)[:n])
+        self.sha.update(data if n == len(data) else memoryview(data)[:n])
         self.size += n
         return n
 
@@ -60,8 +98,13 @@ class HashingFile:
         self._f.flush()
 
     def sync(self) -> None:
-        """Make what was written so far durable, so a power cut loses at most the last second."""
+        """Make what was written so far durable, so a power cut loses at most the last second.
+
+        Runs on the closer thread while the capture thread writes: Python's buffered writer
+        takes its own lock, so flushing here is safe, and without it up to a buffer's worth
+        of the last second would stay in user space."""
         try:
+            self._f.flush()
             os.fdatasync(self._f.fileno())
         except (OSError, ValueError):  # closed meanwhile, or the disk is failing: close reports it
             pass
@@ -84,9 +127,9 @@ class _Open:
     part: Path
     final: Path
     file: HashingFile
-    container: object   # av OutputContainer
-    vstream: object
-    astream: object
+    container: OutputContainer
+    vstream: VideoStream
+    astream: AudioStream
     first_pts: int | None = None
     last_pts: int | None = None
     frames: int = 0
@@ -104,13 +147,23 @@ class StreamFormat:
     audio_extradata: bytes | None
 
 
+def _stream_templates(fmt: StreamFormat) -> tuple[VideoStream, AudioStream]:
+    """An H.264 and an AAC stream in a container that is never written: each segment's
+    streams are made from these (``add_stream_from_template``), which PyAV treats as already
+    set up and so does not open an encoder for. Their parameters are what ``add_stream``
+    would give; each segment still sets size, time base, layout and extradata itself."""
+    c = av.open(io.BytesIO(), "w", format="mpegts")
+    return c.add_stream("h264", rate=fmt.fps), c.add_stream("aac", rate=fmt.sample_rate)
+
+
 class _Closer(threading.Thread):
     """Finishes closed segments off the capture thread: fsync, rename, hand to the sink, in order."""
 
-    def __init__(self, sink: SegmentSink | None, errors: list) -> None:
+    def __init__(self, sink: SegmentSink | None, errors: list[Exception]) -> None:
         super().__init__(name="segment-closer", daemon=True)
         self.sink = sink
-        self.q: queue.Queue = queue.Queue()
+        # jobs: a closed segment to finish, an open one's file to sync, None to stop
+        self.q: queue.Queue[tuple[_Open, SegmentInfo, float] | HashingFile | None] = queue.Queue()
         self.errors = errors
         self.seal_latencies: list[float] = []  # segment closed -> durable and sealed, seconds
 
@@ -151,7 +204,7 @@ class Segmenter:
             raise ValueError("segment length must hold a whole number of audio samples")
         self.dir.mkdir(parents=True, exist_ok=True)
         self._seg: _Open | None = None
-        self._pending: list[tuple[str, av.Packet]] = []  # packets for later segments
+        self._pending: list[tuple[str, av.Packet[Any]]] = []  # packets for later segments
         self._ahead: set[str] = set()  # streams that have delivered a packet past the open segment
         self._wall_first: dict[int, TimeSample] = {}
         self._wall_last: dict[int, TimeSample] = {}
@@ -161,6 +214,7 @@ class Segmenter:
         self._closer = _Closer(sink, self.errors)
         self._closer.start()
         self.closed: list[SegmentInfo] = []
+        self._templates = _stream_templates(fmt)
         self._open(0)
 
     # -- file handling -------------------------------------------------------
@@ -174,12 +228,19 @@ class Segmenter:
             f = HashingFile(part)
             # flush_packets: every packet reaches the file at once, nothing waits in a buffer
             c = av.open(f, "w", format="mpegts", options={"flush_packets": "1"})
-            vs = c.add_stream("h264", rate=self.fmt.fps)
+            # streams copied from never-opened templates: PyAV opens the codec of a stream made
+            # by add_stream() when muxing starts, i.e. a whole libx264 and AAC encoder (4 MB,
+            # 4 threads, 2 ms) per segment that never encodes a frame
+            vs = c.add_stream_from_template(self._templates[0])
             vs.width, vs.height = self.fmt.width, self.fmt.height
             vs.time_base = fractions.Fraction(1, 90000)
             if self.fmt.video_extradata:
                 vs.codec_context.extradata = self.fmt.video_extradata
-            aus = c.add_stream("aac", rate=self.fmt.sample_rate)
+            aus = c.add_stream_from_template(self._templates[1])
+            # the stream's own layout is what the muxer declares in every ADTS header:
+            # it must match the encoder's (mono), or players get a stereo stream with
+            # the sound in the left ear only
+            aus.codec_context.layout = AUDIO_LAYOUT
             aus.codec_context.extradata = self.fmt.audio_extradata
         except OSError as exc:
             raise StorageError(exc.errno, f"cannot open segment {part}: {exc.strerror}") from exc
@@ -187,18 +248,26 @@ class Segmenter:
 
     def _close_current(self, final: bool) -> SegmentInfo:
         seg = self._seg
+        assert seg is not None   # only called with a segment open
         try:
             seg.container.close()
+            seg.file.write(end_marker(seg.file.size, seg.file.sha.digest()))
+            # out of this process's buffer now, before the next part file exists: a part
+            # that a later part follows is whole even if the process is killed before the
+            # closer has synced and renamed it
+            seg.file.flush()
         except OSError as exc:
             seg.file.abandon()
             raise StorageError(exc.errno, f"cannot finish segment {seg.part}: {exc.strerror}") from exc
         info = SegmentInfo(
             path=seg.final, recording_id=self.recording_id, index=seg.index,
             sha256=seg.file.sha.hexdigest(), size=seg.file.size, time_base=90000,
-            first_pts=seg.first_pts, last_pts=seg.last_pts, frame_duration=self.frame_ticks,
+            # a closed segment holds video frames (finish() skips an empty one), so these are set
+            first_pts=cast(int, seg.first_pts), last_pts=cast(int, seg.last_pts), frame_duration=self.frame_ticks,
             video_frames=seg.frames, first_sample=seg.first_sample or 0,
             audio_samples=seg.end_sample - (seg.first_sample or 0),
-            wall_start=self._wall_first.pop(seg.index, None), wall_end=self._wall_last.pop(seg.index, None),
+            wall_start=cast(TimeSample, self._wall_first.pop(seg.index, None)),
+            wall_end=cast(TimeSample, self._wall_last.pop(seg.index, None)),
             frames_repeated=self._repeats.pop(seg.index, 0), silence_samples=self._silence.pop(seg.index, 0),
             final=final)
         self.closed.append(info)
@@ -207,7 +276,8 @@ class Segmenter:
         return info
 
     # -- packets -------------------------------------------------------------
-    def _segment_of(self, kind: str, pkt: av.Packet) -> int:
+    def _segment_of(self, kind: str, pkt: av.Packet[Any]) -> int:
+        assert pkt.pts is not None   # the encoders stamp every packet
         if kind == "v":
             return (pkt.pts // self.frame_ticks) // self.frames_per_segment
         return max(pkt.pts, 0) // self.samples_per_segment
@@ -232,9 +302,10 @@ class Segmenter:
             first_sample += n
             count -= n
 
-    def write(self, kind: str, pkt: av.Packet) -> None:
+    def write(self, kind: str, pkt: av.Packet[Any]) -> None:
         """Accept a video ('v', PTS in 1/90000) or audio ('a', PTS in samples) packet."""
         index = self._segment_of(kind, pkt)
+        assert self._seg is not None   # open from __init__ until finish() or abort()
         if index > self._seg.index:
             self._pending.append((kind, pkt))
             self._ahead.add(kind)
@@ -245,6 +316,7 @@ class Segmenter:
 
     def _rotate(self) -> None:
         """Close the open segment, open the next, and replay packets that were waiting for it."""
+        assert self._seg is not None   # rotation is from an open segment
         next_index = self._seg.index + 1
         self._close_current(final=False)
         self._open(next_index)
@@ -252,8 +324,9 @@ class Segmenter:
         for kind, pkt in pending:
             self.write(kind, pkt)
 
-    def _mux(self, kind: str, pkt: av.Packet) -> None:
+    def _mux(self, kind: str, pkt: av.Packet[Any]) -> None:
         seg = self._seg
+        assert seg is not None and pkt.pts is not None and pkt.dts is not None   # see write()
         if kind == "v":
             if seg.first_pts is None and not pkt.is_keyframe:
                 raise RuntimeError(f"segment {seg.index} would not start on a keyframe")
@@ -267,6 +340,7 @@ class Segmenter:
             pkt.pts, pkt.dts = pts, pkt.dts + origin
             pkt.stream = seg.vstream
         else:
+            assert pkt.duration is not None   # the AAC encoder gives every packet its length
             if seg.first_sample is None:
                 seg.first_sample = max(pkt.pts, 0)
             seg.end_sample = max(seg.end_sample, pkt.pts + pkt.duration)

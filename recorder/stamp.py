@@ -15,7 +15,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from recorder.clock import TimeSample
+from common.clock import TimeQuality, TimeSample
 
 _BLACK, _WHITE = 16, 235  # video-range luma
 
@@ -45,9 +45,16 @@ class Stamper:
         self.font = ImageFont.truetype(str(font_path or default_font_path()), size)
         self.line_h = size + size // 4
         self.margin = max(4, size // 3) & ~1
-        self._key: tuple | None = None
+        self._key: tuple[int, TimeQuality, str | None] | None = None
         self._patch: np.ndarray | None = None
         self.renders = 0  # how many times text was drawn (for the 'once per second' check)
+        # The lines under the time (identity, position) change rarely: they are drawn once into
+        # a box that only the time line is drawn over each second, which halves the drawing.
+        # Exact because a line's glyphs stay in its own band (ascent + descent <= line_h).
+        ascent, descent = self.font.getmetrics()
+        self._bands_apart = ascent + descent <= self.line_h
+        self._lower: tuple[tuple[tuple[str, ...], int, int], np.ndarray] | None = None   # ((lines[1:], w, h), box)
+        self._widths: dict[str, int] = {}
 
     def lines(self, sample: TimeSample, position: str | None) -> list[str]:
         lines = [f"{format_time(sample, self.tz)} [{sample.quality.value}]", self.ident]
@@ -55,16 +62,35 @@ class Stamper:
             lines.append(position)
         return lines
 
-    def _render(self, lines: list[str]) -> np.ndarray:
-        text_w = max(int(self.font.getlength(s)) for s in lines)
-        w = min(self.width - 2 * self.margin, (text_w + 2 * self.margin + 1) & ~1)
-        h = min(self.height - 2 * self.margin, (self.line_h * len(lines) + self.margin + 1) & ~1)
+    def _width(self, line: str) -> int:
+        w = self._widths.get(line)
+        if w is None:
+            if len(self._widths) > 64:
+                self._widths.clear()
+            w = self._widths[line] = int(self.font.getlength(line))
+        return w
+
+    def _draw(self, w: int, h: int, lines: list[str], first: int = 0) -> np.ndarray:
         img = Image.new("L", (w, h), _BLACK)
         draw = ImageDraw.Draw(img)
-        for i, s in enumerate(lines):
+        for i, s in enumerate(lines[first:], first):
             draw.text((self.margin, self.margin // 2 + i * self.line_h), s, font=self.font, fill=_WHITE)
-        self.renders += 1
         return np.asarray(img)
+
+    def _render(self, lines: list[str]) -> np.ndarray:
+        text_w = max(self._width(s) for s in lines)
+        w = min(self.width - 2 * self.margin, (text_w + 2 * self.margin + 1) & ~1)
+        h = min(self.height - 2 * self.margin, (self.line_h * len(lines) + self.margin + 1) & ~1)
+        self.renders += 1
+        band = self.margin // 2 + self.line_h   # rows of the time line (line 0)
+        if not self._bands_apart or len(lines) < 2 or band >= h:
+            return self._draw(w, h, lines)
+        key = (tuple(lines[1:]), w, h)
+        if self._lower is None or self._lower[0] != key:
+            self._lower = (key, self._draw(w, h, lines, first=1))
+        patch = self._lower[1].copy()
+        patch[:band] = self._draw(w, band, lines[:1])
+        return patch
 
     def apply(self, data: np.ndarray, sample: TimeSample, position: str | None = None) -> None:
         """Draw the stamp for ``sample`` into ``data`` (I420, shape (h*3//2, w)) in place."""
@@ -73,6 +99,7 @@ class Stamper:
             self._patch = self._render(self.lines(sample, position))
             self._key = key
         patch = self._patch
+        assert patch is not None   # rendered on the first call (self._key starts as None)
         ph, pw = patch.shape
         m = self.margin
         data[m:m + ph, m:m + pw] = patch

@@ -26,7 +26,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
-from typing import BinaryIO
+from typing import BinaryIO, cast
 
 from recorder import receipt, records
 from recorder.journal import Journal, JournalError, fsync_dir
@@ -34,6 +34,7 @@ from recorder.journal import Journal, JournalError, fsync_dir
 log = logging.getLogger(__name__)
 
 RECORDINGS_DIR = "recordings"
+MAX_JOURNALED_PATH = 256     # a refused path is journaled truncated (+ its length and SHA-256)
 _RECORDING_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -117,17 +118,18 @@ class EvidenceStore:
         self.relpath(target)
         writing = any(c in mode for c in "wax+")
         if not writing:
-            return open(target, mode)
+            return cast(BinaryIO, open(target, mode))   # mode is a str: typeshed can't tell it is binary
         if os.path.lexists(target) or "x" not in mode or "+" in mode:
             raise OverwriteRefused(*self._journal_attempt(
                 f"open-{mode}", target, actor,
                 "an existing evidence file is never opened for writing (D9)"
                 if os.path.lexists(target) else "only exclusive creation ('xb') may write"))
-        return open(target, mode)
+        return cast(BinaryIO, open(target, mode))   # "xb" here (checked above)
 
     def reclaim(self, dock_receipt: bytes | None = None, *,
                 validator: "receipt.ReceiptValidator | None" = None,
-                peer_dock_id: str | None = None) -> "receipt.PurgeResult":
+                peer_dock_id: str | None = None,
+                served: frozenset[str] | None = None) -> "receipt.PurgeResult":
         """Free space for files the dock has verified and stored, against its signed receipt.
 
         ``dock_receipt`` is the receipt's wire bytes; ``validator`` holds the agency
@@ -136,13 +138,19 @@ class EvidenceStore:
         An accepted one is journaled (``dock-receipt``), then every file about to be
         removed is journaled (``purge``) *before* it is unlinked, so a power cut in
         between leaves files that are released but still present and still verify.
+
+        ``served`` (given by the dock link): the paths served in full in the TLS session
+        of the receipt. Only those are purged; the others named are refused by name
+        (``not_served`` in the ``purge`` record, ``PurgeResult.refused``) and stay.
         """
         if dock_receipt is None or validator is None:
             raise ReclaimRequiresDockReceipt(
                 "reclaiming space requires a dock receipt and a validator; nothing was removed")
         with self._reclaim_lock:
             try:
-                signed = validator.validate(dock_receipt, self.root, self.journal.path, peer_dock_id)
+                signed = validator.validate(dock_receipt, self.root, self.journal.path, peer_dock_id,
+                                            served) if served is not None else \
+                    validator.validate(dock_receipt, self.root, self.journal.path, peer_dock_id)
             except receipt.ReceiptRefused as exc:
                 self._journal_refusal(dock_receipt, exc)
                 raise
@@ -151,12 +159,16 @@ class EvidenceStore:
                 "receipt": r.as_dict(), "receipt_sha256": hashlib.sha256(signed.message).hexdigest(),
                 "signature": base64.b64encode(signed.signature).decode("ascii"),
                 "dock_cert": signed.dock_cert_pem.decode("ascii"), "accepted": True})
-            files = [f.as_dict() for f in r.files]
-            purge = self.journal.append(receipt.PURGE, {
-                "receipt_seq": accepted.seq, "dock": r.dock, "files": files,
-                "bytes": sum(f.size for f in r.files)})
+            unserved = set(validator.unserved) if served is not None else set()
+            purgeable = [f for f in r.files if f.path not in unserved]
+            payload = {"receipt_seq": accepted.seq, "dock": r.dock,
+                       "files": [f.as_dict() for f in purgeable],
+                       "bytes": sum(f.size for f in purgeable)}
+            if unserved:
+                payload["not_served"] = sorted(unserved)
+            purge = self.journal.append(receipt.PURGE, payload)
             removed, failed = [], []
-            for f in r.files:
+            for f in purgeable:
                 path = self.root / f.path
                 try:
                     os.unlink(path)
@@ -175,7 +187,7 @@ class EvidenceStore:
             log.info("store: purged %d files (%d bytes) against dock %s receipt (record %d)",
                      len(removed), sum(f.size for f in removed), r.dock, accepted.seq)
             return receipt.PurgeResult(accepted.seq, purge.seq, tuple(removed),
-                                       tuple(x["path"] for x in failed))
+                                       tuple(x["path"] for x in failed), tuple(sorted(unserved)))
 
     def _journal_refusal(self, wire: bytes, exc: "receipt.ReceiptRefused") -> None:
         digest = hashlib.sha256(wire if isinstance(wire, (bytes, bytearray)) else b"").hexdigest()
@@ -189,16 +201,23 @@ class EvidenceStore:
 
     def _journal_attempt(self, action: str, path: Path | str, actor: str,
                          why: str) -> tuple[str, int | None]:
+        # a path outside the store is journaled as given (truncated), never looked up: whether
+        # it exists on the device is not the requester's business (the journal goes to the dock)
         try:
             shown = self.relpath(path)
+            exists: bool | None = os.path.lexists(self.root / shown)
         except StoreError:
-            shown = str(path)
-        exists = os.path.lexists(path if Path(path).is_absolute() else self.root / path)
+            shown, exists = str(path), None
+        extra = {}
+        if len(shown) > MAX_JOURNALED_PATH:
+            extra = {"path_chars": len(shown),
+                     "path_sha256": hashlib.sha256(shown.encode("utf-8", "surrogateescape")).hexdigest()}
+            shown = shown[:MAX_JOURNALED_PATH]
         seq = None
         try:
             rec = self.journal.append(records.TAMPER_ATTEMPT, {
-                "action": action, "path": shown, "actor": str(actor), "exists": exists,
-                "refused": True})
+                "action": action, "path": shown, "actor": str(actor)[:MAX_JOURNALED_PATH],
+                "exists": exists, "refused": True, **extra})
             seq = rec.seq
         except (JournalError, ValueError) as exc:
             log.error("store: could not journal refused %s of %s: %s", action, shown, exc)

@@ -22,19 +22,21 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from cryptography.exceptions import InvalidSignature
 
 from recorder import records
-from recorder.receipt import ReleasedFiles
+from recorder.failures import NamedFailure
 from recorder.identity import device_id_for, load_public_key_pem
 from recorder.journal import JOURNAL_NAME
+from recorder.receipt import ReleasedFiles
 from recorder.records import GENESIS_PREV, MalformedLine, Record
 
 log = logging.getLogger(__name__)
 
 
-class VerificationFailure(Exception):
+class VerificationFailure(NamedFailure):
     """Base class: the directory is not intact evidence. ``reason`` is the class name."""
 
     def __init__(self, message: str, *, seq: int | None = None, line_no: int | None = None,
@@ -49,13 +51,10 @@ class VerificationFailure(Exception):
         detail = message
         if expected is not None or found is not None:
             detail += f" (expected {expected!r}, found {found!r})"
-        super().__init__(f"{self.reason}: {', '.join(where) + ': ' if where else ''}{detail}")
+        super().__init__(f"{self.reason}: {', '.join(where) + ': ' if where else ''}{detail}",
+                         seq=seq, line_no=line_no, file=file, expected=expected, found=found)
         self.seq, self.line_no, self.file = seq, line_no, file
         self.expected, self.found = expected, found
-
-    @property
-    def reason(self) -> str:
-        return type(self).__name__
 
 
 class JournalMissing(VerificationFailure):
@@ -68,6 +67,10 @@ class MalformedRecord(VerificationFailure):
 
 class TornRecord(MalformedRecord):
     """The journal ends in a partial line (power cut; the device recovers it at next start)."""
+
+
+class FloatInRecord(MalformedRecord):
+    """A format-version-2 record holds a float anywhere in its message (v2 is integer-only)."""
 
 
 class ForeignDevice(VerificationFailure):
@@ -123,10 +126,13 @@ class VerificationResult:
     records: int = 0
     files: int = 0
     head: tuple[int, str] | None = None   # (seq, line hash) of the last record: an anchor for next time
+    # collect_file_failures=True only: attested files missing or differing (SegmentMissing,
+    # SegmentSizeMismatch, SegmentHashMismatch), one per file, while the walk goes on
+    file_failures: list[VerificationFailure] = field(default_factory=list)
 
     @property
     def ok(self) -> bool:
-        return self.failure is None
+        return self.failure is None and not self.file_failures
 
     def raise_for_failure(self) -> None:
         if self.failure is not None:
@@ -135,6 +141,11 @@ class VerificationResult:
 
 _SEGMENT_INT_FIELDS = ("index", "time_base", "first_pts", "last_pts", "frame_duration",
                        "video_frames", "first_sample", "audio_samples")
+
+
+def _count(n: int, noun: str) -> str:
+    """``1 record``, ``2 records``, ``0 records``."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
 
 
 def _sha256_file(path: Path) -> str:
@@ -147,17 +158,19 @@ def _sha256_file(path: Path) -> str:
 
 class _Walker:
     def __init__(self, root: Path, public_key_pem: bytes, allow_open_parts: bool,
-                 anchor: tuple[int, str] | None) -> None:
+                 anchor: tuple[int, str] | None, collect_file_failures: bool = False) -> None:
         self.root = root
+        self.collect_file_failures = collect_file_failures
         self.key = load_public_key_pem(public_key_pem)
         self.device_id = device_id_for(self.key)
         self.allow_open_parts = allow_open_parts
         self.anchor = anchor
         self.result = VerificationResult(root, self.device_id)
         self.attested: dict[str, int] = {}
-        self.last_segment: dict[str, dict] = {}
+        self.last_segment: dict[str, dict[str, Any]] = {}
         self.released = ReleasedFiles.scan(root / JOURNAL_NAME)   # purged against dock receipts
         self.absent_released = 0
+        self.version = min(records.SUPPORTED_VERSIONS)   # highest format version seen so far
 
     def run(self) -> None:
         journal = self.root / JOURNAL_NAME
@@ -177,8 +190,8 @@ class _Walker:
         self.result.records = n
         self.result.head = (expected_seq - 1, prev_hash) if n else None
         self.result.checks += [
-            f"journal: {n} records, all of device {self.device_id}, in canonical form",
-            f"signatures: {n} valid Ed25519 signatures",
+            f"journal: {_count(n, 'record')}, all of device {self.device_id}, in canonical form",
+            f"signatures: {_count(n, 'valid Ed25519 signature')}",
             f"sequence: 0..{n - 1} without gap" if n else "sequence: empty journal",
             "chain: every prev matches the SHA-256 of the line before",
         ]
@@ -188,14 +201,18 @@ class _Walker:
         if self.anchor:
             self.result.checks.append(f"anchor: record #{self.anchor[0]} matches")
         self.result.files = len(self.attested)
-        self.result.checks.append(f"files: {len(self.attested) - self.absent_released} attested files "
-                                  "present with matching size and SHA-256")
+        intact = len(self.attested) - self.absent_released - len(self.result.file_failures)
+        self.result.checks.append(f"files: {_count(intact, 'attested file')} present with matching size "
+                                  "and SHA-256")
+        if self.result.file_failures:
+            self.result.checks.append(f"FILES FAILED: {_count(len(self.result.file_failures), 'attested file')} "
+                                      "missing or differing (see file_failures)")
         if self.absent_released:
-            self.result.checks.append(f"released: {self.absent_released} files purged against signed "
-                                      "dock receipts")
+            self.result.checks.append(f"released: {_count(self.absent_released, 'file')} purged against "
+                                      "signed dock receipts")
         self._check_no_extra()
         self.result.checks.append("no file without a record")
-        self.result.checks.append(f"media: {len(self.last_segment)} recordings continuous "
+        self.result.checks.append(f"media: {_count(len(self.last_segment), 'recording')} continuous "
                                   "(index, PTS, audio samples)")
 
     def _check_line(self, line: bytes, line_no: int, expected_seq: int, prev_hash: str) -> Record:
@@ -204,6 +221,8 @@ class _Walker:
                              file=JOURNAL_NAME)
         try:
             rec = records.parse_line(line)
+        except records.FloatInRecord as exc:
+            raise FloatInRecord(str(exc), line_no=line_no, file=JOURNAL_NAME) from None
         except MalformedLine as exc:
             raise MalformedRecord(str(exc), line_no=line_no, file=JOURNAL_NAME) from None
         if rec.device != self.device_id:
@@ -220,6 +239,12 @@ class _Walker:
         if rec.prev != prev_hash:
             raise ChainBroken("prev is not the hash of the previous line", seq=rec.seq,
                               line_no=line_no, expected=prev_hash, found=rec.prev)
+        version = rec.message["v"]
+        if version < self.version:
+            raise MalformedRecord(f"format version {version} after version {self.version}: versions "
+                                  "may only stay equal or rise along the journal", seq=rec.seq,
+                                  line_no=line_no, expected=f">= {self.version}", found=version)
+        self.version = version
         return rec
 
     def _check_files(self, rec: Record, line_no: int) -> None:
@@ -238,16 +263,24 @@ class _Walker:
                 self.absent_released += 1
                 continue
             if not path.is_file() or path.is_symlink():
-                raise SegmentMissing(f"attested {f.get('role', 'file')} is missing", seq=rec.seq,
-                                     line_no=line_no, file=rel)
+                self._file_failed(SegmentMissing(f"attested {f.get('role', 'file')} is missing",
+                                                 seq=rec.seq, line_no=line_no, file=rel))
+                continue
             size = path.stat().st_size
             if size != f["size"]:
-                raise SegmentSizeMismatch("size differs", seq=rec.seq, line_no=line_no, file=rel,
-                                          expected=f["size"], found=size)
+                self._file_failed(SegmentSizeMismatch("size differs", seq=rec.seq, line_no=line_no,
+                                                      file=rel, expected=f["size"], found=size))
+                continue
             digest = _sha256_file(path)
             if digest != f["sha256"]:
-                raise SegmentHashMismatch("SHA-256 differs", seq=rec.seq, line_no=line_no,
-                                          file=rel, expected=f["sha256"], found=digest)
+                self._file_failed(SegmentHashMismatch("SHA-256 differs", seq=rec.seq, line_no=line_no,
+                                                      file=rel, expected=f["sha256"], found=digest))
+
+    def _file_failed(self, failure: VerificationFailure) -> None:
+        """A bad attested file: the verdict (default), or noted and the walk goes on."""
+        if not self.collect_file_failures:
+            raise failure
+        self.result.file_failures.append(failure)
 
     def _check_continuity(self, rec: Record, line_no: int) -> None:
         p = rec.payload
@@ -293,14 +326,21 @@ class _Walker:
 
 
 def verify_directory(root: Path | str, public_key_pem: bytes, *, allow_open_parts: bool = False,
-                     anchor: tuple[int, str] | None = None) -> VerificationResult:
+                     anchor: tuple[int, str] | None = None,
+                     collect_file_failures: bool = False) -> VerificationResult:
     """Verify an evidence directory. Never raises for bad evidence: see ``result.failure``.
+
+    ``collect_file_failures``: a missing or differing attested file (SegmentMissing,
+    SegmentSizeMismatch, SegmentHashMismatch) does not end the walk; each is listed in
+    ``result.file_failures`` (``result.ok`` is then False) and the journal itself (signatures,
+    chain, sequence, anchor, continuity, extra files) is still checked to the end; any failure
+    of those is ``result.failure`` as usual. The dock station uses it to ingest the intact files.
 
     ``allow_open_parts`` tolerates NAME.ts.part files being written (device self-check
     during a recording); the dock station leaves it False. Raises identity.BadPublicKey for a
     key that is not Ed25519 PEM (that is a usage error, not a verdict).
     """
-    walker = _Walker(Path(root), public_key_pem, allow_open_parts, anchor)
+    walker = _Walker(Path(root), public_key_pem, allow_open_parts, anchor, collect_file_failures)
     try:
         walker.run()
     except VerificationFailure as failure:

@@ -20,12 +20,13 @@ import io
 import logging
 import os
 from pathlib import Path
+from typing import Any
 
 import av
 import numpy as np
 
+from common.clock import TimeSample
 from recorder import records
-from recorder.clock import TimeSample
 from recorder.journal import Journal, fsync_dir, iter_records
 from recorder.records import Record
 from recorder.store import EvidenceStore
@@ -83,7 +84,7 @@ class VoiceNoteWriter:
         self.rate, self.bitrate = sample_rate, bitrate_kbps
 
     def seal(self, note_id: str, samples: np.ndarray, start: TimeSample, end: TimeSample,
-             link: dict | None = None) -> Record:
+             link: dict[str, Any] | None = None) -> Record:
         """Encode, store and attest one note; returns its journal record."""
         if not records.safe_relpath(note_id) or "/" in note_id:
             raise VoiceNoteError(f"bad note id {note_id!r}")

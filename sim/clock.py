@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import time
 
-from recorder.clock import MonotonicTime
+from common.clock import MonotonicTime
 
 
 class SimTime(MonotonicTime):

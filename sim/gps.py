@@ -78,6 +78,19 @@ def gga(t: dt.datetime | None, position: tuple[float, float] | None, *, valid: b
     return sentence(f"{talker}GGA,{tm},,,,,0,00,99.99,,,,,,")
 
 
+def gns(t: dt.datetime | None, position: tuple[float, float] | None, *, mode: str = "AAN",
+        talker: str = "GN", satellites: int = 12, hdop: float = 0.8) -> bytes:
+    """A GNS sentence (NMEA 4.1, with navigational status); ``mode``: one character per
+    constellation (GPS, GLONASS, Galileo...), e.g. "AAN"; "NNN" is no fix."""
+    tm = _hms(t) if t else ""
+    if position is not None:
+        lat, ns = _dm(position[0], 2, "N", "S")
+        lon, ew = _dm(position[1], 3, "E", "W")
+        return sentence(f"{talker}GNS,{tm},{lat},{ns},{lon},{ew},{mode},{satellites:02d},"
+                        f"{hdop:.2f},12.3,8.9,,,S")
+    return sentence(f"{talker}GNS,{tm},,,,,{mode},{satellites:02d},99.99,,,,,V")
+
+
 def zda(t: dt.datetime, *, talker: str = "GN", date: dt.date | None = None) -> bytes:
     d = date or t.date()
     return sentence(f"{talker}ZDA,{_hms(t)},{d.day:02d},{d.month:02d},{d.year:04d},00,00")
@@ -110,7 +123,7 @@ def epoch_lines(kind: str, truth: dt.datetime, *, index: int = 0,
                 offset_s: float = 0.0, phase_epoch: int = 0) -> list[tuple[bytes, dt.datetime | None]]:
     """The sentences for one epoch, each with the UTC it reports (None: none)."""
     if kind == "fix" or kind == "noise":
-        out = [(rmc(truth, position, valid=True, talker=talker), truth),
+        out: list[tuple[bytes, dt.datetime | None]] = [(rmc(truth, position, valid=True, talker=talker), truth),
                (gga(truth, position, valid=True, talker=talker), truth),
                (zda(truth, talker=talker), truth)]
         if kind == "noise":
@@ -259,7 +272,7 @@ class SimulatedGps:
     def __enter__(self) -> "SimulatedGps":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     def _run(self) -> None:
@@ -306,7 +319,7 @@ class CaptureReplay:
     times would be wrong). The same holds for :class:`SimulatedGps`.
     """
 
-    def __init__(self, capture: str | os.PathLike, *, speed: float = 1.0) -> None:
+    def __init__(self, capture: str | os.PathLike[str], *, speed: float = 1.0) -> None:
         if not speed > 0:
             raise ValueError("speed must be positive")
         with open(capture, "rb") as fh:
@@ -350,7 +363,7 @@ class CaptureReplay:
     def __enter__(self) -> "CaptureReplay":
         return self.start()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -31,13 +31,11 @@ import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from recorder.clock import FixedQuality, SimulatedWallClock, TimeQuality
-from sim.camera import CameraFaults, SimCamera
-from sim.clock import SimTime
-from sim.microphone import SimMicrophone, load_wav
+if TYPE_CHECKING:
+    from firmware.service_config import ServiceConfig
+    from recorder.verify import VerificationResult
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +52,7 @@ class ScenarioError(ValueError):
 class Event:
     at_s: float
     action: str
-    args: tuple
+    args: tuple[Any, ...]   # the action's arguments, as parsed (see _event)
     line: int
 
 
@@ -62,7 +60,7 @@ class Event:
 class Scenario:
     events: list[Event]
     end_s: float
-    overrides: dict = field(default_factory=dict)
+    overrides: dict[str, dict[str, Any]] = field(default_factory=dict)   # section -> key -> value
     base_dir: Path = Path(".")
 
 
@@ -94,7 +92,7 @@ def _button(text: str, line: int) -> str:
 
 def parse(text: str, base_dir: Path = Path(".")) -> Scenario:
     events: list[Event] = []
-    overrides: dict = {}
+    overrides: dict[str, dict[str, Any]] = {}
     end = None
     for n, raw in enumerate(text.splitlines(), start=1):
         line = raw.split("#", 1)[0].strip()
@@ -169,31 +167,12 @@ def _event(at: float, w: list[str], n: int, base: Path) -> Event:
     raise ScenarioError(f"line {n}: cannot understand {' '.join(w)!r}")
 
 
-class ScriptedMicrophone(SimMicrophone):
-    """Quiet room tone with speech WAVs mixed in at scripted instants."""
-
-    def __init__(self, sample_rate: int, time_source: SimTime) -> None:
-        super().__init__(sample_rate, tone_hz=220.0, time_source=time_source)
-        self.speech: list[tuple[int, np.ndarray]] = []   # (first sample, pcm)
-
-    def speak(self, at_s: float, wav: Path) -> None:
-        self.speech.append((int(at_s * self.sample_rate), load_wav(wav, self.sample_rate)))
-
-    def _samples(self, start: int, n: int) -> np.ndarray:
-        out = (super()._samples(start, n).astype(np.int32) // 4)
-        for first, pcm in self.speech:
-            lo, hi = max(start, first), min(start + n, first + len(pcm))
-            if lo < hi:
-                out[lo - start:hi - start] += pcm[lo - first:hi - first]
-        return out.clip(-32768, 32767).astype(np.int16)
-
-
 @dataclass
 class ScenarioResult:
     out: Path
     key_dir: Path
-    verification: object
-    counts: Counter
+    verification: VerificationResult
+    counts: Counter[str]
     cues: list[str]
 
     def summary(self) -> str:
@@ -202,15 +181,14 @@ class ScenarioResult:
         return "\n".join(lines)
 
 
-def run(scenario: Scenario, out: Path, key_dir: Path | None = None, base_cfg: dict | None = None,
-        service_cfg=None) -> ScenarioResult:
+def run(scenario: Scenario, out: Path, key_dir: Path | None = None,
+        base_cfg: dict[str, dict[str, Any]] | None = None,
+        service_cfg: ServiceConfig | None = None) -> ScenarioResult:
     """Run a parsed scenario into the evidence directory ``out`` (the device key goes beside it)."""
-    from gpiozero.pins.mock import MockFactory, MockPWMPin
+    from gpiozero.pins.mock import MockFactory
 
     from firmware import config as config_mod
-    from firmware.evidence import open_evidence
-    from firmware.hardware import Devices
-    from firmware.service import Board, LoggedAudioOut, Service
+    from firmware import hardware
     from firmware.service_config import ServiceConfig
     from recorder.journal import iter_records
     from recorder.verify import verify_directory
@@ -223,28 +201,22 @@ def run(scenario: Scenario, out: Path, key_dir: Path | None = None, base_cfg: di
     cfg = config_mod.validate(data, "scenario")
     sc = service_cfg or ServiceConfig.from_mapping(svc_over)
     key_dir = key_dir or out.parent / (out.name + "-key")
-    t = SimTime(realtime=False, start_ns=10 * NS)
-    origin = t.now_ns()
-    stalls = [(e.at_s, e.args[0]) for e in scenario.events if e.action == "camera-stall"]
-    v = cfg["video"]
-    cam = SimCamera(v["width"], v["height"], v["fps"], t, CameraFaults(stalls=stalls))
-    mic = ScriptedMicrophone(cfg["audio"]["sample_rate"], t)
-    for e in scenario.events:
-        if e.action == "hold" and e.args[2] is not None:
-            mic.speak(e.at_s, e.args[2])
-    wall = SimulatedWallClock(WALL_START_NS, origin, FixedQuality(TimeQuality.NTP))
-    devices = Devices(cam, mic, t, wall)
-    factory = MockFactory(pin_class=MockPWMPin)
-    battery = SimulatedBattery(t.now_ns, percent=100.0)
-    storage = {"free": None}
-    evidence = open_evidence(out, key_dir, wall, t.now_ns, provision=True,
-                             boot_payload={"device_id": cfg["device"]["id"],
-                                           "officer_id": cfg["device"]["officer_id"], "simulated": True,
-                                           "scenario": True})
-    board = Board(battery, factory, LoggedAudioOut(),
-                  storage_free=lambda: storage["free"] if storage["free"] is not None
-                  else evidence.store.free_bytes())
-    service = Service(cfg, evidence, devices, board, sc)
+    devices = hardware.simulated(
+        cfg, realtime=False, start_ns=10 * NS, wall_start_ns=WALL_START_NS,
+        camera_stalls=[(e.at_s, e.args[0]) for e in scenario.events if e.action == "camera-stall"],
+        speech=[(e.at_s, e.args[2]) for e in scenario.events
+                if e.action == "hold" and e.args[2] is not None])
+    origin = devices.timebase.now_ns()
+    storage: dict[str, int | None] = {"free": None}
+    board = hardware.board(cfg, devices, sim=True,
+                           storage_free=lambda: storage["free"] if storage["free"] is not None
+                           else service.ev.store.free_bytes())
+    factory, battery = board.pin_factory, board.battery
+    assert isinstance(factory, MockFactory) and isinstance(battery, SimulatedBattery)
+    service = hardware.build_service(cfg, devices, out, key_dir, sim=True, provision=True,
+                                     board_=board, service_cfg=sc, boot_extra={"scenario": True},
+                                     journal_config=False)
+    evidence = service.ev
     controls = config_mod.section(cfg, "controls")
     pins = {"record": factory.pin(controls.record_pin), "mark": factory.pin(controls.mark_pin)}
     edges = _edges(scenario.events)
@@ -313,19 +285,19 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_file(path: Path, out: Path, config_path: Path | None = None) -> int:
+    from common.settings import read_toml
     from firmware import config as config_mod
     try:
         scenario = parse(path.read_text(), Path.cwd())
-    except (OSError, ScenarioError) as exc:
-        print(f"bodycam scenario: {path}: {exc}", file=sys.stderr)
+    except (OSError, ScenarioError, UnicodeDecodeError) as exc:
+        print(f"bodycam: error: {path}: {exc}", file=sys.stderr)
         return 2
     base = None
     if config_path is not None:
-        with open(config_path, "rb") as f:
-            base = tomllib.load(f)
+        base = read_toml(config_path, config_mod.ConfigError)   # ConfigError: exit 3, file named
         config_mod.validate(base, str(config_path))
     if out.exists() and any(out.iterdir()):
-        print(f"bodycam scenario: {out} is not empty; choose a new directory", file=sys.stderr)
+        print(f"bodycam: error: {out} is not empty; choose a new directory", file=sys.stderr)
         return 2
     result = run(scenario, out, base_cfg=base)
     print(result.summary())

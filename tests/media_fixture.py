@@ -13,7 +13,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from recorder.clock import TimeQuality, TimeSample
+from common.clock import TimeQuality, TimeSample
 from recorder.segment_info import SegmentInfo
 
 FPS = 25
@@ -101,7 +101,7 @@ def make_recording(directory: Path, recording_id: str, count: int, seconds: floa
 # ---- a provisioned device with an evidence directory, for evidence tests ------
 from dataclasses import dataclass  # noqa: E402
 
-from recorder.clock import SystemWallClock  # noqa: E402
+from common.clock import SystemWallClock  # noqa: E402
 from recorder.identity import FileSigner, provision  # noqa: E402
 from recorder.journal import Journal  # noqa: E402
 from recorder.seal import Sealer  # noqa: E402

@@ -136,6 +136,30 @@ class DockWorld:
             f'key_file = "{d / "dock-key.pem"}"\ntimeout_s = 2.0\n', encoding="utf-8")
         return path
 
+    def start_link(self, dev, **settings):
+        """Start ``dev``'s dock link on loopback with a device certificate of this CA; any
+        DockSettings field may be overridden (the CRL file sits under ``base``)."""
+        from firmware.dock_link import DockLink, DockSettings
+        cert = self.base / "dev-cert.pem"
+        if not cert.exists():
+            self.device_cert(dev.pem)
+        s = dict(listen_address="127.0.0.1", port=0, ca_file=str(self.ca_file),
+                 cert_file=str(cert), crl_file=str(self.base / "device-crl.pem"))
+        s.update(settings)
+        link = DockLink(DockSettings(**s), dev, key_file=dev.key_dir / "device-key.pem")
+        link.start()
+        return link
+
+    def serve_recorded_device(self, **settings):
+        """A new device with two recordings (r1: 2 segments, r2: 1) serving its dock link:
+        sets ``dev``, ``link`` and ``port``; the caller stops ``link``."""
+        from tests.media_fixture import new_device, record_session
+        dev = new_device(self.base)
+        record_session(dev, {"r1": 2, "r2": 1})
+        link = self.start_link(dev, **settings)
+        self.dev, self.link, self.port = dev, link, link.address[1]
+        return link
+
     def register(self, pubkey_pem: bytes, officer: str = "031337") -> str:
         from dockstation.ledger import Ledger
         from recorder.identity import device_id_for_pem

@@ -6,9 +6,19 @@ import math
 
 import pytest
 
-from hw.battery import (REG_CRATE, REG_SOC, REG_VCELL, REG_VERSION, BatteryConfig, BatteryError,
-                        BatteryReading, Max17048, estimate_hours_left, swap16)
-from recorder.clock import ManualClock
+from common.clock import ManualClock
+from hw.battery import (
+    REG_CRATE,
+    REG_SOC,
+    REG_VCELL,
+    REG_VERSION,
+    BatteryConfig,
+    BatteryError,
+    BatteryReading,
+    Max17048,
+    estimate_hours_left,
+    swap16,
+)
 from sim.battery import SimulatedBattery
 
 S = 1_000_000_000

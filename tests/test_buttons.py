@@ -8,9 +8,8 @@ from gpiozero.pins.mock import MockFactory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hw.buttons import (ControlsConfig, Gesture, GestureButtons, GestureKind, MarkRecogniser,
-                        RecordRecogniser)
-from recorder.clock import ManualClock
+from common.clock import ManualClock
+from hw.buttons import ControlsConfig, Gesture, GestureButtons, GestureKind, MarkRecogniser, RecordRecogniser
 
 MS = 1_000_000
 S = 1_000_000_000

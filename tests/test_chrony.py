@@ -17,13 +17,12 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from chronyd_fixture import CHRONYC, Chronyd, free_udp_port, require_chronyd, wait_for  # noqa: E402
 
+from common.clock import SystemWallClock, TimeQuality  # noqa: E402
 from firmware.timesync import TimeSyncService  # noqa: E402
-from hw.chrony import (ChronyQuality, Source, Tracking, classify, parse_sources,  # noqa: E402
-                       parse_tracking)
+from hw.chrony import ChronyQuality, Source, Tracking, classify, parse_sources, parse_tracking  # noqa: E402
 from hw.chrony_sock import SockRefclock  # noqa: E402
 from hw.gps import GpsReader  # noqa: E402
 from hw.nmea_time import TimePolicy  # noqa: E402
-from recorder.clock import SystemWallClock, TimeQuality  # noqa: E402
 from sim.gps import Phase, SimulatedGps  # noqa: E402
 
 SELECT_DEADLINE_S = 60
@@ -33,6 +32,12 @@ TRACKING_GPS = ("47505300,GPS,1,1795394233.249186625,0.010000000,-0.010000000,0.
                 "0.000,0.000,0.000,0.200000003,0.000003313,0.0,Normal\n")
 TRACKING_NEVER = ("00000000,,0,0.000000000,0.000000000,0.000000000,0.000000000,0.000,0.000,"
                   "0.000,1.000000000,1.000000000,0.0,Not synchronised\n")
+# Every field different, the system offset negative: a swapped column or a missing abs()
+# changes the bound. Columns as documented for `chronyc -c tracking`: ref ID, ref name,
+# stratum, ref time, system time offset, last offset, RMS offset, frequency, residual
+# frequency, skew, root delay, root dispersion, update interval, leap status.
+TRACKING_DISTINCT = ("47505300,GPS,1,1795394233.249186625,-0.004000000,0.300000000,0.700000000,"
+                     "1.500,0.250,0.125,0.050000000,0.002000000,16.0,Normal\n")
 SOURCES_GPS = "#,*,GPS,0,0,21,2,0.000000000,-0.010000000,0.100000016\n"
 SOURCES_LOST = "#,?,GPS,0,0,0,14,0.000000000,-0.010000000,0.100000016\n"
 SOURCES_NTP = ("#,?,GPS,0,0,0,-,0.0,0.0,0.0\n"
@@ -45,6 +50,10 @@ def test_tracking_and_sources_parse():
     t = parse_tracking(TRACKING_GPS)
     assert (t.ref_name, t.stratum, t.leap) == ("GPS", 1, "Normal")
     assert t.error_bound == pytest.approx(0.01 + 0.000003313 + 0.1, rel=1e-6)
+    # chronyc(1), "tracking": clock error <= |system time offset| + root dispersion
+    # + root delay / 2; worked by hand from the line's columns, not from the parser.
+    d = parse_tracking(TRACKING_DISTINCT)
+    assert d.error_bound == pytest.approx(0.004 + 0.002 + 0.050 / 2, rel=1e-9)
     s = parse_sources(SOURCES_GPS)
     assert s == [Source("#", "*", "GPS", 0, 0o21)]
     with pytest.raises(ValueError):
@@ -145,7 +154,10 @@ def test_gps_feed_selected_by_chronyd_then_lost_gives_rtc():
             # chrony's bound: at least delay/2 (0.1 s); right after selection its
             # skew estimate is still wide, so no upper bound is asserted here.
             assert state.error_s >= 0.1
-            assert state.error_s == pytest.approx(state.tracking.error_bound)
+            t = state.tracking      # chronyc(1): |system offset| + root dispersion + delay/2
+            assert state.error_s == pytest.approx(
+                abs(t.system_offset) + t.root_dispersion + t.root_delay / 2, rel=1e-9)
+            assert t.root_delay >= 0.2 - 1e-6      # the refclock's configured delay 0.2
             assert svc.position_text() == "31.2304N 121.4737E"
             # The receiver stops talking (cable cut): chronyd loses the source.
             sim.close()

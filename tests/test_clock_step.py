@@ -5,7 +5,7 @@ import subprocess
 import pytest
 from PIL import Image
 
-from recorder.clock import SimulatedWallClock
+from common.clock import SimulatedWallClock
 from tests.conftest import WALL_START_NS, sim_pipeline
 from tests.media import decode_frame, ffprobe_packets, segments
 

@@ -36,17 +36,19 @@ def _wait_for(predicate, timeout, what):
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def test_record_dock_cut_resume_verify_receipt_purge(tmp_path, veth):
-    world = DockWorld.create(tmp_path, UNIT)
+def _recorded_device(tmp_path, veth, world, device_id_text: str, seconds: int):
+    """A device recorded with the real CLI (2 s segments), certified and registered at the
+    station: (evidence dir, key dir, device config, public key, device id, segment paths,
+    subprocess options)."""
     evidence, key_dir = tmp_path / "evidence", tmp_path / "identity"
     dev_cfg = tmp_path / "bodycam.toml"
     dev_cfg.write_text(
-        '[device]\nid = "BWC-0042"\nofficer_id = "031337"\n[video]\nwidth = 320\nheight = 240\n'
+        f'[device]\nid = "{device_id_text}"\nofficer_id = "031337"\n[video]\nwidth = 320\nheight = 240\n'
         '[segment]\nseconds = 2\n'
         f'[dock]\nlisten_address = "{veth.dev_addr}"\nport = 8443\nca_file = "{world.ca_file}"\n'
         f'cert_file = "{tmp_path / "dev-cert.pem"}"\n', encoding="utf-8")
     run = dict(cwd=ROOT, env=env(), capture_output=True, text=True)
-    rec = subprocess.run([PYTHON, "-m", "firmware", "record", "--sim", "--fast", "--duration", "12",
+    rec = subprocess.run([PYTHON, "-m", "firmware", "record", "--sim", "--fast", "--duration", str(seconds),
                           "--config", str(dev_cfg), "--out", str(evidence), "--key-dir", str(key_dir),
                           "--provision"], **run)
     assert rec.returncode == 0, rec.stderr
@@ -55,6 +57,12 @@ def test_record_dock_cut_resume_verify_receipt_purge(tmp_path, veth):
     world.device_cert(pem)
     device_id = world.register(pem)
     segments = sorted(p.relative_to(evidence).as_posix() for p in evidence.rglob("*.ts"))
+    return evidence, key_dir, dev_cfg, pem, device_id, segments, run
+
+
+def test_record_dock_cut_resume_verify_receipt_purge(tmp_path, veth):
+    world = DockWorld.create(tmp_path, UNIT)
+    evidence, key_dir, dev_cfg, pem, device_id, segments, run = _recorded_device(tmp_path, veth, world, "BWC-0042", 12)
     assert len(segments) >= 5
 
     serve = veth.popen(veth.dev_ns, PYTHON, "-m", "firmware", "dock", "serve", "--config", str(dev_cfg),
@@ -113,3 +121,61 @@ def test_record_dock_cut_resume_verify_receipt_purge(tmp_path, veth):
     [recording] = ledger.rows("recordings")
     assert recording["segments"] == len(segments) and recording["officer_id"] == "031337"
     assert len(ledger.rows("receipts")) == 1
+
+
+def test_one_damaged_segment_is_quarantined_the_rest_offloaded_and_purged(tmp_path, veth):
+    """Issue 9 (B7): a byte-flipped segment no longer blocks the device (two hosts, the real CLIs)."""
+    world = DockWorld.create(tmp_path, UNIT)
+    evidence, key_dir, dev_cfg, pem, device_id, segments, run = _recorded_device(tmp_path, veth, world, "BWC-0043", 8)
+    assert len(segments) >= 3
+    damaged = segments[1]
+    path = evidence / damaged
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    path.write_bytes(bytes(data))
+    intact = [s for s in segments if s != damaged]
+
+    serve = veth.popen(veth.dev_ns, PYTHON, "-m", "firmware", "dock", "serve", "--config", str(dev_cfg),
+                       "--evidence", str(evidence), "--key-dir", str(key_dir), cwd=ROOT, env=env(),
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        assert serve.stdout.readline().split() == ["listening", veth.dev_addr, "8443"], serve.stderr.read()
+        dock_cfg = world.dock_config(veth.dev_addr, 8443, UNIT)
+        dock = veth.run(veth.dock_ns, PYTHON, "-m", "dockstation", "dock", "--config", str(dock_cfg),
+                        "--wait", "10", check=False, cwd=ROOT, env=env())
+    finally:
+        serve.terminate()
+        serve.wait(timeout=10)
+    assert dock.returncode == 4, dock.stderr            # partial
+    summary = json.loads(dock.stdout)
+    assert summary["status"] == "partial" and summary["purged"] == len(intact)
+    assert [(f["path"], f["reason"]) for f in summary["quarantined_files"]] == [(damaged, "SegmentHashMismatch")]
+    assert "FAILED VERIFICATION" in dock.stderr
+
+    # the device: only the damaged segment is left, unchanged; the journal verifies but for it
+    assert sorted(p.relative_to(evidence).as_posix() for p in evidence.rglob("*.ts")) == [damaged]
+    assert path.read_bytes() == bytes(data)
+    purged = [f["path"] for r in iter_records(evidence / "journal.log") if r.type == receipt.PURGE
+              for f in r.payload["files"]]
+    assert sorted(purged) == intact
+    result = verify_directory(evidence, pem, collect_file_failures=True)
+    assert result.failure is None, result.failure
+    assert [(f.reason, f.file) for f in result.file_failures] == [("SegmentHashMismatch", damaged)]
+    # the dock: intact files in the verified mirror, the damaged one in quarantine with its report
+    mirror = world.store / "devices" / device_id / "mirror"
+    m = verify_directory(mirror, pem, collect_file_failures=True)
+    assert m.failure is None and [(f.reason, f.file) for f in m.file_failures] == [("SegmentMissing", damaged)]
+    for s in intact:
+        assert (mirror / s).is_file()
+    qdir = world.store / "quarantine" / device_id
+    [q] = list(qdir.iterdir())
+    assert str(q) == summary["quarantine_dir"] and (q / "files" / damaged).read_bytes() == bytes(data)
+    assert "SegmentHashMismatch" in (q / "REPORT.txt").read_text(encoding="utf-8")
+    from dockstation.ledger import Ledger
+    ledger = Ledger(world.store / "ledger.sqlite")
+    assert [d["status"] for d in ledger.rows("dockings")] == ["partial"]
+    [row] = ledger.rows("quarantined_files")
+    assert row["path"] == damaged and row["reason"] == "SegmentHashMismatch" and row["resolved_docking_id"] is None
+    [rc] = ledger.rows("receipts")
+    assert sorted(json.loads(rc["response"])["removed"]) == intact

@@ -4,6 +4,7 @@ Attack cases: a dock without an agency certificate, a device unknown to the
 dock, path traversal, write/delete requests, tampered evidence (quarantine).
 The two-host run over a veth pair is in test_dock_e2e.py.
 """
+import base64
 import logging
 import os
 import stat
@@ -11,31 +12,24 @@ import time
 
 import pytest
 
+from dockstation import config as dock_config  # noqa: E402
+from dockstation.ingest import Docking
+from dockstation.ledger import Ledger
+from dockstation.link import DeviceClient, DeviceRefused, LinkInterrupted
 from firmware import config as config_mod
 from firmware.dock_link import DockLink, DockLinkError, DockSettings
 from recorder import records
 from recorder.journal import iter_records
 from recorder.verify import verify_directory
-from tests.media_fixture import new_device, record_session
+from tests.media_fixture import new_device
 from tests.netns import DockWorld
-
-from dockstation import config as dock_config  # noqa: E402
-from dockstation.ingest import Docking
-from dockstation.ledger import Ledger
-from dockstation.link import DeviceClient, DeviceRefused, LinkInterrupted
 
 
 @pytest.fixture()
 def world(tmp_path, caplog):
     caplog.set_level(logging.WARNING, logger="firmware.dock_link")
     w = DockWorld.create(tmp_path)
-    dev = new_device(tmp_path)
-    record_session(dev, {"r1": 2, "r2": 1})
-    cert = w.device_cert(dev.pem)
-    link = DockLink(DockSettings(listen_address="127.0.0.1", port=0, ca_file=str(w.ca_file),
-                                 cert_file=str(cert)), dev, key_file=dev.key_dir / "device-key.pem")
-    link.start()
-    w.dev, w.link, w.port = dev, link, link.address[1]
+    link = w.serve_recorded_device()
     yield w
     link.stop()
 
@@ -169,6 +163,11 @@ def test_range_requests_resume_exactly(world, tmp_path):
 
 
 def test_tampered_device_evidence_is_quarantined_and_nothing_purged(world):
+    """A damaged file *and* a broken journal chain: the whole docking is quarantined.
+
+    (A damaged file alone, with a sound journal, is quarantined by itself and the rest
+    is ingested and purged: issue 9 B7, tests/test_dock_partial.py.)
+    """
     w = world
     w.register(w.dev.pem)
     target = w.dev.root / "recordings/r1/r1_00001.ts"
@@ -176,8 +175,14 @@ def test_tampered_device_evidence_is_quarantined_and_nothing_purged(world):
     data = bytearray(target.read_bytes())
     data[5000] ^= 0xFF
     target.write_bytes(bytes(data))
+    # an insider with the device key rewrites r2's recording-start and re-signs it: the chain breaks after it
+    lines = w.dev.journal.path.read_bytes().splitlines(keepends=True)
+    [i] = [n for n, line in enumerate(lines) if b'"recording-start"' in line and b'"r2"' in line]
+    lines[i] = lines[i].replace(b'"r2"', b'"r9"').split(b"\t")[0]
+    lines[i] += b"\t" + base64.b64encode(w.dev.signer.sign(lines[i])) + b"\n"
+    w.dev.journal.path.write_bytes(b"".join(lines))
     report = docking(w).run()
-    assert report.status == "quarantined" and "SegmentHashMismatch" in report.detail
+    assert report.status == "quarantined" and "ChainBroken" in report.detail
     assert report.purged == []
     assert len(list((w.dev.root / "recordings").rglob("*.ts"))) == 3
     assert (report.quarantine_dir / "REPORT.txt").read_text(encoding="utf-8").count("SegmentHashMismatch")

@@ -31,9 +31,10 @@ class Device:
 
 
 def test_gadget_state_drives_dock_and_link(tmp_path, udc):
-    from firmware.evidence import open_evidence
-    from recorder.clock import SystemWallClock
     import time
+
+    from common.clock import SystemWallClock
+    from firmware.evidence import open_evidence
     ev = open_evidence(tmp_path / "ev", tmp_path / "key", SystemWallClock(), time.monotonic_ns,
                        provision=True)
     world = DockWorld.create(tmp_path / "agency")

@@ -20,8 +20,7 @@ from hw import nmea_time as nt
 from hw.chrony_sock import SOCK_MAGIC, SockRefclock, pack_sample, unpack_sample
 from hw.gps import GpsReader, format_position
 from hw.nmea_time import NmeaDecoder, TimePolicy
-from sim.gps import (CaptureReplay, Phase, SimulatedGps, WEEK_ROLLOVER, epoch_lines, gga,
-                     rmc, sentence, zda)
+from sim.gps import WEEK_ROLLOVER, CaptureReplay, Phase, SimulatedGps, epoch_lines, gga, gns, rmc, sentence, zda
 
 UTC = dt.timezone.utc
 T0 = dt.datetime(2026, 5, 17, 8, 30, 0, tzinfo=UTC)
@@ -66,6 +65,22 @@ class PtyGps:
         wait_until(lambda: self.reader.stats.frames >= n, what=f"{n} frames "
                    f"(have {self.reader.stats.frames}: {self.reader.stats.snapshot()})")
 
+    def wait_fixes(self, n: int) -> None:
+        """Wait for ``n`` fixes handed to the callback.
+
+        The decoder counts a frame before the reader thread calls back with its fix,
+        so a frame count says nothing about ``fixes``: wait on the fixes themselves.
+        Once the fix of the last sentence written is delivered, every earlier sentence
+        has been fully decoded and counted (one reader thread, in order).
+        """
+        wait_until(lambda: len(self.fixes) >= n, what=f"{n} fixes "
+                   f"(have {len(self.fixes)}: {self.reader.stats.snapshot()})")
+
+    def wait_rejected(self, reason: str, n: int) -> None:
+        """Wait until ``n`` sentences were refused for ``reason`` (counted as the last step)."""
+        wait_until(lambda: self.reader.stats.rejected[reason] >= n,
+                   what=f"{n} x {reason} (have {self.reader.stats.snapshot()})")
+
     def close(self) -> None:
         self.stop.set()
         self.thread.join(5)
@@ -105,7 +120,7 @@ def test_fix_through_pty_has_time_position_quality(pty_gps, talker):
     g = pty_gps(policy=ONE_EPOCH)
     before = time.monotonic_ns()
     g.write(fix_lines(T0, talker))
-    g.wait_frames(3)
+    g.wait_fixes(3)
     after = time.monotonic_ns()
     rmc_fix, gga_fix, zda_fix = g.fixes
     assert [f.sentence for f in g.fixes] == ["RMC", "GGA", "ZDA"]
@@ -119,6 +134,61 @@ def test_fix_through_pty_has_time_position_quality(pty_gps, talker):
     assert g.reader.stats.rejected == {}
 
 
+def test_gns_fix_through_pty_has_trusted_time_position_and_satellites(pty_gps):
+    """GNGNS (the multi-constellation GGA) + GNRMC, as real receivers send, default policy."""
+    g = pty_gps()
+    epochs = [T0 + dt.timedelta(seconds=k) for k in range(4)]
+    g.write(b"".join(rmc(t, POS, valid=True) + gns(t, POS, mode="AAAN") for t in epochs))
+    g.wait_fixes(8)
+    gns_fixes = [f for f in g.fixes if f.sentence == "GNS"]
+    assert len(gns_fixes) == 4 and all(f.talker == "GN" for f in gns_fixes)
+    assert g.reader.stats.parsed["GNS"] == 4 and g.reader.stats.rejected == {}
+    for f in gns_fixes:
+        assert f.has_fix and f.fix_quality == 1
+        assert f.position == pytest.approx(POS, abs=1e-6)
+        assert f.satellites == 12 and f.hdop == pytest.approx(0.8)
+    # trusted once the RMC dates have confirmed the time line (3 epochs); the date is the line's
+    assert [f.utc for f in gns_fixes[2:]] == epochs[2:]
+    assert all(f.time_rejected is None for f in gns_fixes[2:])
+
+
+def test_receiver_reporting_its_fix_only_in_gns_gives_trusted_time(pty_gps):
+    """No RMC, no GGA: GNS says there is a fix, so ZDA's date is trusted, and then GNS's time."""
+    g = pty_gps(policy=ONE_EPOCH)
+    t1 = T0 + dt.timedelta(seconds=1)
+    g.write(gns(T0, POS, mode="DN") + zda(T0) + gns(t1, POS, mode="DN") + zda(t1))
+    g.wait_fixes(4)
+    assert [f.sentence for f in g.fixes] == ["GNS", "ZDA", "GNS", "ZDA"]
+    assert [f.utc for f in g.fixes] == [None, T0, t1, t1]
+    assert g.fixes[0].time_rejected == nt.NO_DATE and g.fixes[0].fix_quality == 2
+    assert g.reader.stats.rejected == {}
+
+
+def test_gns_without_a_fix_or_with_a_bad_mode_gives_no_time(pty_gps):
+    g = pty_gps(policy=ONE_EPOCH)
+    t = [T0 + dt.timedelta(seconds=k) for k in range(6)]
+    g.write(rmc(t[0], POS, valid=True)                # a trusted time line, so a date is known
+            + gns(t[1], None, mode="NNN")              # no fix in any constellation
+            + gns(t[2], POS, mode="ENN")               # dead reckoning is not a fix
+            + gns(t[3], POS, mode="MN") + gns(t[4], POS, mode="SS"))   # manual, simulator
+    g.wait_fixes(5)
+    no_fix = g.fixes[1:]
+    assert [f.sentence for f in no_fix] == ["GNS"] * 4
+    assert all(f.utc is None and f.position is None and not f.has_fix for f in no_fix)
+    assert [f.fix_quality for f in no_fix] == [0, -6, -7, -8]
+    assert g.reader.stats.time_rejected[nt.NO_FIX] == 4
+    before = g.write(gns(t[5], POS, mode="AX")          # not a mode character
+                     + gns(t[5], POS, mode="")          # no mode at all
+                     + gns(t[5], POS, mode="AAAAAAAAA")  # more constellations than exist
+                     + gns(t[5], None, mode="A")        # a fix without a position
+                     + sentence("GNGNS,083005.00,3113.82400,N,12128.42200,E,AN,-1,0.8,1,1,,,S"))
+    g.wait_frames(before + 5)
+    g.wait_rejected(nt.BAD_FIELD, 5)    # the last sentence is refused: wait for its count
+    assert len(g.fixes) == 5
+    assert g.reader.stats.rejected[nt.BAD_FIELD] == 5
+    assert nt.INTERNAL_ERROR not in g.reader.stats.rejected
+
+
 def test_southern_western_position_text():
     assert format_position((-33.8688, -151.2093)) == "33.8688S 151.2093W"
     assert format_position((31.2304, 121.4737)) == "31.2304N 121.4737E"
@@ -130,7 +200,7 @@ def test_southern_western_position_text():
 def test_partial_line_at_start_is_noise_then_fixes_flow(pty_gps):
     g = pty_gps(policy=ONE_EPOCH)
     g.write(b"0.9,545.4,M,46.9,M,,*47\r\n" + fix_lines(T0))
-    g.wait_frames(3)
+    g.wait_fixes(3)
     assert g.reader.stats.rejected[nt.NOISE] == 1
     assert [f.utc for f in g.fixes] == [T0, T0, T0]
 
@@ -143,6 +213,7 @@ def test_checksum_failures_are_counted_by_reason(pty_gps):
     bad_hex = good[:-4] + b"ZZ\r\n"
     g.write(bad_sum + no_sum + bad_hex + fix_lines(T0))
     g.wait_frames(6)
+    g.wait_fixes(3)
     rej = g.reader.stats.rejected
     assert rej[nt.BAD_CHECKSUM] == 2 and rej[nt.NO_CHECKSUM] == 1
     assert len(g.fixes) == 3
@@ -156,6 +227,7 @@ def test_binary_noise_non_ascii_truncated_and_too_long(pty_gps):
     too_long = b"$GPGGA," + b"1," * 100 + b"*00\r\n"
     g.write(ubx + non_ascii + truncated + too_long + fix_lines(T0))
     g.wait_frames(6)
+    g.wait_fixes(3)
     rej = g.reader.stats.rejected
     assert rej[nt.NOISE] >= 1 and rej[nt.NON_ASCII] == 1
     assert rej[nt.TRUNCATED] == 1 and rej[nt.TOO_LONG] == 1
@@ -166,27 +238,47 @@ def test_dollar_inside_binary_noise_does_not_eat_next_sentence(pty_gps):
     g = pty_gps(policy=ONE_EPOCH)
     g.write(b"\x00\x24\x01\x02" + fix_lines(T0))
     g.wait_frames(4)
+    g.wait_fixes(3)
     assert g.reader.stats.rejected[nt.NON_ASCII] + g.reader.stats.rejected[nt.TRUNCATED] == 1
     assert len(g.fixes) == 3
 
 
 def test_sentence_split_across_reads_keeps_first_byte_time(pty_gps):
+    """The arrival time is the read that brought the '$', not the one that ended the line.
+
+    No wall-clock bound: the reader's own read instants are recorded, the second half
+    is only written once the first has been decoded, and the fix must carry exactly
+    the first read's instant.
+    """
     g = pty_gps(policy=ONE_EPOCH)
     line = rmc(T0, POS, valid=True)
+    reads: list[tuple[bytes, int]] = []
+    feed = g.reader.decoder.feed
+
+    def recording_feed(data, mono_ns, char_time_ns=0):
+        out = feed(data, mono_ns, char_time_ns)
+        reads.append((bytes(data), mono_ns))      # after decoding: the bytes are consumed
+        return out
+
+    g.reader.decoder.feed = recording_feed         # the reader looks it up on every read
     t_first = time.monotonic_ns()
     os.write(g.master, line[:20])
-    time.sleep(0.2)
+    wait_until(lambda: sum(len(d) for d, _ in reads) == 20, what="first half decoded")
+    t_second = time.monotonic_ns()
     os.write(g.master, line[20:])
-    g.wait_frames(1)
+    g.wait_fixes(1)
     fix = g.fixes[0]
     assert fix.utc == T0
-    assert t_first <= fix.received_mono_ns < t_first + 150_000_000
+    assert reads[0][0].startswith(b"$")
+    assert fix.received_mono_ns == reads[0][1]
+    assert t_first <= fix.received_mono_ns < t_second
+    assert reads[-1][1] >= t_second > fix.received_mono_ns   # the line ended in a later read
 
 
 def test_no_fix_sentences_give_status_but_no_time(pty_gps):
     g = pty_gps(policy=ONE_EPOCH)
     g.write(rmc(T0, None, valid=False) + gga(T0, None, valid=False) + rmc(None, None, valid=False))
-    g.wait_frames(3)
+    g.wait_fixes(3)
     assert len(g.fixes) == 3
     assert all(f.utc is None and f.position is None and not f.has_fix for f in g.fixes)
     assert g.reader.stats.time_rejected[nt.NO_FIX] == 2
@@ -199,7 +291,7 @@ def test_receiver_default_dates_are_rejected(pty_gps, date):
     g = pty_gps(policy=ONE_EPOCH)
     t = dt.datetime.combine(date, dt.time(0, 0, 5), tzinfo=UTC)
     g.write(rmc(t, POS, valid=True) + zda(t))
-    g.wait_frames(2)
+    g.wait_fixes(2)
     assert [f.time_rejected for f in g.fixes] == [nt.IMPLAUSIBLE_DATE] * 2
     assert all(f.utc is None for f in g.fixes)
     assert g.fixes[0].position is not None   # position is still usable
@@ -209,7 +301,7 @@ def test_week_rollover_corrected_by_default(pty_gps):
     g = pty_gps(policy=ONE_EPOCH)
     early = T0.date() - WEEK_ROLLOVER
     g.write(rmc(T0, POS, valid=True, date=early) + zda(T0, date=early))
-    g.wait_frames(2)
+    g.wait_fixes(2)
     assert [f.utc for f in g.fixes] == [T0, T0]
     assert g.fixes[0].corrections == (nt.WEEK_ROLLOVER,)
     assert g.reader.stats.corrected[nt.WEEK_ROLLOVER] == 2
@@ -218,7 +310,7 @@ def test_week_rollover_corrected_by_default(pty_gps):
 def test_week_rollover_rejected_when_policy_says_so(pty_gps):
     g = pty_gps(policy=TimePolicy(confirm_epochs=1, wnro="reject"))
     g.write(rmc(T0, POS, valid=True, date=T0.date() - WEEK_ROLLOVER))
-    g.wait_frames(1)
+    g.wait_fixes(1)
     assert g.fixes[0].utc is None and g.fixes[0].time_rejected == nt.WEEK_ROLLOVER
 
 
@@ -393,8 +485,7 @@ def test_failing_consumer_does_not_stop_the_reader(pty_gps):
     g.stop = threading.Event()
     g.thread = threading.Thread(target=g.reader.run, args=(boom, g.stop), daemon=True)
     g.thread.start()
-    wait_until(lambda: g.reader.port_state.connected, what="reopen")
-    time.sleep(0.05)
+    wait_until(lambda: g.reader.port_state.connected, what="reopen")  # input flushed before
     os.write(g.master, fix_lines(T0))
     wait_until(lambda: len(calls) == 3, what="all fixes delivered despite errors")
 
@@ -501,15 +592,14 @@ def test_service_feeds_first_sentence_of_each_epoch_and_gives_position(tmp_path,
     svc = TimeSyncService(g.reader, SockRefclock(path))
     svc.start()
     try:
-        wait_until(lambda: g.reader.port_state.connected, what="open")
-        time.sleep(0.05)
+        wait_until(lambda: g.reader.port_state.connected, what="open")  # input flushed before
         assert svc.position_text() == "no fix"
         os.write(g.master, fix_lines(T0) + fix_lines(T0 + dt.timedelta(seconds=1)))
         samples = [unpack_sample(rx.recv(64)) for _ in range(2)]
         wait_until(lambda: svc.latest_fix() is not None, what="latest fix")
         assert svc.position_text() == "31.2304N 121.4737E"
         # offset = true - system at arrival: the fixture's times are years from now
-        for (system_ns, offset, _, _), t in zip(samples, (T0, T0 + dt.timedelta(seconds=1))):
+        for (system_ns, offset, _, _), t in zip(samples, (T0, T0 + dt.timedelta(seconds=1)), strict=False):
             assert system_ns + offset * 1e9 == pytest.approx(t.timestamp() * 1e9, abs=2e3)
         rx.settimeout(0.3)
         with pytest.raises(socket.timeout):
@@ -558,14 +648,21 @@ def test_service_signals_wall_steps_to_listeners(pty_gps):
     g.stop.set()
     g.thread.join(5)
     jump = [0]
-    svc = TimeSyncService(g.reader, None, step_poll_s=0.01,
-                          wall_ns=lambda: time.time_ns() + jump[0])
+    reads = [0]
+
+    def wall_ns():
+        reads[0] += 1
+        return time.time_ns() + jump[0]
+
+    svc = TimeSyncService(g.reader, None, step_poll_s=0.01, wall_ns=wall_ns)
     steps = []
     svc.on_wall_step(steps.append)
     svc.on_wall_step(lambda s: 1 / 0)               # a broken listener is logged, not fatal
     svc.start()
     try:
-        time.sleep(0.05)
+        # the watcher has polled the unstepped clock (one read is the detector's baseline)
+        wait_until(lambda: reads[0] >= 3, what="wall clock polled")
+        assert steps == []
         jump[0] = -30 * 10**9
         wait_until(lambda: steps, what="step signalled")
     finally:
@@ -588,8 +685,7 @@ def test_fixes_iterator_yields_and_stops(pty_gps):
 
     th = threading.Thread(target=consume, daemon=True)
     th.start()
-    wait_until(lambda: reader.port_state.connected, what="open")
-    time.sleep(0.05)
+    wait_until(lambda: reader.port_state.connected, what="open")  # input flushed before
     os.write(g.master, fix_lines(T0))
     th.join(10)
     assert not th.is_alive() and first[0].utc == T0

@@ -2,11 +2,12 @@
 from __future__ import annotations
 
 import pytest
+from gpiozero.exc import PinPWMUnsupported
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
+from common.clock import ManualClock
 from firmware.states import State
-from hw.indicators import (CUES, STATE_LAMPS, IndicatorConfig, Indicators, blink)
-from recorder.clock import ManualClock
+from hw.indicators import CUES, STATE_LAMPS, IndicatorConfig, Indicators, blink
 
 MS = 1_000_000
 GREEN, YELLOW, RED, MOTOR, BUZZER = 16, 25, 24, 23, 12
@@ -190,7 +191,8 @@ def test_bad_indicator_config(bad, match):
 
 def test_non_pwm_pin_for_tonal_buzzer_fails_cleanly_and_frees_pins():
     factory = MockFactory()        # plain MockPin: no PWM
-    with pytest.raises(Exception):
+    # gpiozero's own error for a PWM device on a pin without PWM, passed through unchanged
+    with pytest.raises(PinPWMUnsupported):
         Indicators(IndicatorConfig(buzzer_tonal=True), pin_factory=factory)
     Indicators(IndicatorConfig(buzzer_tonal=False), pin_factory=factory).close()   # LED pins were released
     factory.reset()

@@ -8,8 +8,8 @@ import threading
 
 import pytest
 
+from common.clock import TimeQuality, TimeSample
 from recorder import records
-from recorder.clock import TimeQuality, TimeSample
 from recorder.identity import provision
 from recorder.journal import JOURNAL_NAME, QUARANTINE_DIR, Journal, JournalCorrupt, iter_records
 from recorder.verify import verify_directory
@@ -146,6 +146,7 @@ def test_corrupt_last_whole_line_is_refused_untouched(tmp_path):
 def test_journal_of_another_device_is_refused(tmp_path):
     dev = new_device(tmp_path)
     dev.journal.append("boot", {})
+    dev.journal.close()   # its writer is gone (an open one would hold the lock: EvidenceInUse)
     other = provision(tmp_path / "other-key")
     with pytest.raises(JournalCorrupt, match="belongs to device"):
         Journal.open(dev.root, other, dev.journal._clock)

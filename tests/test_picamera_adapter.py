@@ -60,7 +60,7 @@ class FakePicamera2:
         self.started.set()
 
     def capture_request(self):
-        time.sleep(0.001)
+        time.sleep(0.001)                       # pacing (a real camera blocks per frame)
         self.n += 1
         return FakeRequest(self.n - 1)
 
@@ -102,14 +102,24 @@ def test_a_slow_recorder_drops_new_frames_without_touching_queued_ones(picamera2
     cam = PiCamera(W, H, 30, buffers=3)
     cam.start()
     try:
-        time.sleep(0.1)                        # ~100 captures while nobody reads
+        # Nobody reads: wait (bounded) for the camera to have captured many more frames than
+        # the queue holds, and for a drop to be reported, instead of sleeping and hoping.
+        deadline = time.monotonic() + 10
+        while not (FakePicamera2.made and FakePicamera2.made[0].n >= 30 and dropped(caplog)):
+            assert time.monotonic() < deadline, "camera never captured past a full queue"
+            time.sleep(0.005)
         frames = [cam.read(timeout=2) for _ in range(3)]
         assert [f.index for f in frames] == [0, 1, 2]
         for f in frames:                       # the queued pictures were not overwritten
             assert (f.data[:H] == f.index % 200).all()
-        assert any("frame" in r.getMessage() and "dropped" in r.getMessage() for r in caplog.records)
+        assert dropped(caplog)
     finally:
         cam.stop()
+
+
+def dropped(caplog) -> bool:
+    return any("frame" in r.getMessage() and "dropped" in r.getMessage()
+               for r in list(caplog.records))
 
 
 def test_pool_reuses_buffers_only_after_newer_frames():

@@ -1,4 +1,6 @@
 """Pre-event buffer: whole GOPs in RAM, bounded in seconds, handed to the recording without a gap."""
+import itertools
+
 import pytest
 
 from recorder.prebuffer import MAX_SECONDS, BufferedFrame, PreEventBuffer
@@ -73,7 +75,7 @@ def test_recording_starts_with_the_buffer_and_continues_without_a_gap(tmp_path, 
     assert [s.index for s in result.segments] == list(range(len(files)))
     assert rid == result.recording_id
     # continuous: every segment starts one frame after the last one ended, audio follows
-    for a, b in zip(result.segments, result.segments[1:]):
+    for a, b in itertools.pairwise(result.segments):
         assert b.first_pts == a.last_pts + a.frame_duration
         assert b.first_sample == a.first_sample + a.audio_samples
     frames = sum(decoded_counts(f)[0] for f in files)

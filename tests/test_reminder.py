@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
+from common.clock import ManualClock
 from firmware.reminder import RecordingReminder, ReminderConfig
-from recorder.clock import ManualClock
 
 S = 1_000_000_000
 

@@ -138,3 +138,62 @@ def test_cut_point_edge_cases(segment_bytes):
     cut = ts_cut_point(segment_bytes)
     assert 0 < cut < len(segment_bytes) and cut % TS_PACKET == 0
     assert ts_cut_point(segment_bytes[:cut]) <= cut
+
+
+def test_first_segment_without_start_record_is_dated_by_its_mtime_before_the_cut(tmp_path):
+    """No recording-start record to go by: the part file's mtime (when it was last written)
+    dates it, read before salvage cuts the file, which would set the mtime to now."""
+    import os
+    dev = new_device(tmp_path)
+    make_recording(dev.store.recording_dir("r1"), "r1", 1, leave_last_open=True)
+    part = dev.store.recording_dir("r1") / "r1_00000.ts.part"
+    with open(part, "r+b") as f:
+        f.truncate(part.stat().st_size * 2 // 3)
+    written_ns = 1_700_000_000 * 10**9           # last written long before this start-up
+    os.utime(part, ns=(written_ns, written_ns))
+    dev = dev.reopen()
+    [res] = recover(dev.store, dev.sealer)
+    assert res.cut_bytes > 0
+    assert res.record.payload["wall_end"]["wall_ns"] == written_ns
+    salvage = res.record.payload["salvage"]
+    assert salvage["wall_time"] == "file-mtime"
+    assert salvage["wall_time_basis"] == {"mtime_ns": written_ns}
+    assert records.find_float(salvage) is None
+    assert verify_directory(dev.root, dev.pem).ok
+
+
+def _closed(data: bytes) -> bytes:
+    """``data`` as the segmenter leaves a segment it closed: followed by its end marker."""
+    import hashlib
+
+    from recorder.segmenter import end_marker
+    return data + end_marker(len(data), hashlib.sha256(data).digest())
+
+
+def test_closed_part_with_end_marker_is_kept_whole(tmp_path, segment_bytes):
+    """Closed completely, the power went before the rename: nothing is cut off the last
+    PES packets, and the end marker (a null-PID packet) decodes without a word from ffmpeg."""
+    from recorder.segmenter import is_complete
+    data = _closed(segment_bytes)
+    assert is_complete(data) and ts_cut_point(data) == len(data)
+    dev = new_device(tmp_path)
+    part = dev.store.recording_dir("r1") / "r1_00000.ts.part"
+    part.write_bytes(data)
+    [res] = recover(dev.store, dev.sealer)
+    assert res.cut_bytes == 0 and res.attachments == []
+    assert res.info.path.read_bytes() == data and res.info.size == len(data)
+    assert ffmpeg_errors(res.info.path) == (0, "")
+    assert res.info.video_frames == analyse_ts(segment_bytes).video_frames == 25
+    assert verify_directory(dev.root, dev.pem).ok
+
+
+def test_end_marker_that_does_not_match_what_precedes_it_is_not_trusted(segment_bytes):
+    """Only a marker whose length and SHA-256 match every byte before it says "complete":
+    a zeroed block (power loss), a changed byte or a marker alone gets the ordinary cut."""
+    from recorder.segmenter import is_complete
+    data = _closed(segment_bytes)
+    zeroed = data[:4 * TS_PACKET] + b"\0" * 4096 + data[4 * TS_PACKET + 4096:]
+    flipped = data[:1000] + bytes([data[1000] ^ 1]) + data[1001:]
+    for bad in (zeroed, flipped, data[TS_PACKET:], data[-TS_PACKET:], data[:-1]):
+        assert not is_complete(bad)
+        assert ts_cut_point(bad) < len(bad)

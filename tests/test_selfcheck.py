@@ -8,8 +8,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from firmware.selfcheck import (Probes, SelfCheckThresholds, Status, rms_dbfs, run_self_check)
-from recorder.clock import TimeQuality, TimeSample
+from common.clock import TimeQuality, TimeSample
+from firmware.selfcheck import Probes, SelfCheckThresholds, Status, rms_dbfs, run_self_check
 
 T = SelfCheckThresholds()
 BITRATE = 8_000_000                      # 1 MB/s: 3.6 GB per hour
@@ -140,9 +140,9 @@ def test_renders_as_text_and_json_safe_dict():
     assert "FAIL  microphone" in text and "digital silence" in text and "WARN  time" in text
     record = json.loads(json.dumps(result.to_dict(), allow_nan=False))
     assert record["go"] is False and record["bitrate_bps"] == BITRATE
-    assert record["thresholds"]["battery_fail_percent"] == 20.0
+    assert record["thresholds"]["battery_fail_permille"] == 200
     mic = next(i for i in record["items"] if i["name"] == "microphone")
-    assert mic == {"name": "microphone", "status": "fail", "detail": mic["detail"], "measured": {"rms_dbfs": None}}
+    assert mic == {"name": "microphone", "status": "fail", "detail": mic["detail"], "measured": {"rms_millidbfs": None}}
 
 
 def test_rms_dbfs_of_real_pcm():

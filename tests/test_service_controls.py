@@ -3,6 +3,8 @@
 Each test scripts a short shift (sim/scenario.py), then reads the signed journal and the
 recordings the way the dock would: the verifier must pass and every transition be there.
 """
+import itertools
+
 import av
 import pytest
 
@@ -58,8 +60,9 @@ end 00:15
 
 def test_contact_bounce_is_not_a_double_press(tmp_path):
     from gpiozero.pins.mock import MockFactory
+
+    from common.clock import ManualClock
     from hw.buttons import ControlsConfig, GestureButtons, GestureKind
-    from recorder.clock import ManualClock
     clock, got, factory = ManualClock(10**9), [], MockFactory()
     buttons = GestureButtons(ControlsConfig(), got.append, clock=clock.monotonic_ns, pin_factory=factory)
     pin = factory.pin(5)
@@ -88,7 +91,7 @@ end 00:50
     assert 4.0 <= before_s <= 5.0, before_s
     segs = of(recs, "segment")
     assert segs[0]["wall_start"]["mono_ns"] == start["first_frame_mono_ns"]
-    for a, b in zip(segs, segs[1:]):
+    for a, b in itertools.pairwise(segs):
         assert b["first_pts"] == a["last_pts"] + a["frame_duration"]
     [stop] = of(recs, "recording-stop")
     assert stop["cause"] == "stop"
@@ -249,7 +252,7 @@ def test_battery_low_warns_and_critical_seals_and_stops(tmp_path):
 end 00:40
 """
     result, recs = shift(tmp_path, body)
-    assert of(recs, "battery-low")[0]["percent"] == pytest.approx(12, abs=0.1)
+    assert of(recs, "battery-low")[0]["permille"] == pytest.approx(120, abs=1)
     assert of(recs, "battery-critical")
     [stop] = of(recs, "recording-stop")
     assert stop["cause"] == "low-battery"
@@ -290,7 +293,7 @@ end 00:25
     assert {i["name"] for i in checks[0]["items"]} == {"battery", "storage", "time", "camera",
                                                        "microphone", "journal"}
     mic = [i for i in checks[0]["items"] if i["name"] == "microphone"][0]
-    assert mic["status"] == "pass" and mic["measured"]["rms_dbfs"] > -60
+    assert mic["status"] == "pass" and mic["measured"]["rms_millidbfs"] > -60_000
 
 
 @pytest.mark.parametrize("text,words", [

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from recorder.clock import TimeQuality, TimeSample
+from common.clock import TimeQuality, TimeSample
 from recorder.stamp import Stamper, format_time
 from sim.camera import SimCamera
 from tests.conftest import WALL_START_NS

@@ -5,12 +5,26 @@ import itertools
 
 import pytest
 
-from firmware.reasons import (INTERRUPTION_REASONS, NOT_RECORDING_REASONS, ReasonKind, UnknownReason,
-                              by_code, by_press_count, SUGGESTED_FOR_CAUSE)
+from common.clock import ManualClock, TimeQuality
+from firmware.reasons import (
+    INTERRUPTION_REASONS,
+    NOT_RECORDING_REASONS,
+    SUGGESTED_FOR_CAUSE,
+    ReasonKind,
+    UnknownReason,
+    by_code,
+    by_press_count,
+)
 from firmware.selfcheck import Probes, SelfCheckThresholds, run_self_check
-from firmware.states import (INTERRUPTION_CAUSES, TRANSITIONS, IllegalTransition, NoReasonPending,
-                             PendingReason, State, StateMachine)
-from recorder.clock import ManualClock, TimeQuality
+from firmware.states import (
+    INTERRUPTION_CAUSES,
+    TRANSITIONS,
+    IllegalTransition,
+    NoReasonPending,
+    PendingReason,
+    State,
+    StateMachine,
+)
 
 S = 1_000_000_000
 
@@ -92,6 +106,96 @@ def test_illegal_transitions_raise_and_change_nothing(source, action):
     assert r.records == []
 
 
+# -- the whole table, written from the rules (not from TRANSITIONS) -------------------
+#
+# The states docstring and docs/requirements.md (D3, D5, D6, D10), per event:
+#   off -> self-check -> ready (power on; a GO check) or fault (a NO-GO check);
+#   a self-check is re-run from ready or after a fault (never while recording, paused,
+#   interrupted or docked: there the service checks without leaving the state);
+#   ready -> recording (officer start) -> ready (officer stop);
+#   recording -> interrupted (abnormal end, D5) -> ready (recovered);
+#   recording <-> paused (lawfully not recording, D6); paused -> ready (pause ended);
+#   off/ready <-> docked (undock returns to ready);
+#   any trouble -> fault, from every state that is on and not already in fault
+#     (from recording through an interruption: a recording never ends silently, D5);
+#   power off from every state that is on, except recording (stop or interrupt first).
+# Every other (state, event) pair must be refused and change nothing.
+
+_GOOD_PROBES = dict(battery=lambda: (90.0, 7.0), storage=lambda: 64 * 10**9,
+                    time=lambda: TimeQuality.NTP, camera=lambda: True,
+                    microphone=lambda: -50.0, journal=lambda: True)
+ON = set(State) - {State.OFF}
+
+# event -> (call, cause journaled, {source: target})
+EXPECTED_TABLE = {
+    "power_on": (lambda m: m.power_on(), "power-on", {State.OFF: State.SELF_CHECK}),
+    "run_self_check": (lambda m: m.run_self_check(), "check-requested",
+                       {State.READY: State.SELF_CHECK, State.FAULT: State.SELF_CHECK}),
+    "self_check_done(go)": (
+        lambda m: m.self_check_done(run_self_check(Probes(**_GOOD_PROBES), SelfCheckThresholds(),
+                                                   6_000_000)),
+        "self-check-go", {State.SELF_CHECK: State.READY}),
+    "self_check_done(no-go)": (
+        lambda m: m.self_check_done(run_self_check(Probes(), SelfCheckThresholds(), 6_000_000)),
+        "self-check-no-go", {State.SELF_CHECK: State.FAULT}),
+    "power_off": (lambda m: m.power_off(), "officer-power-off",
+                  {s: State.OFF for s in ON - {State.RECORDING}}),
+    "dock": (lambda m: m.dock(), "docked", {State.OFF: State.DOCKED, State.READY: State.DOCKED}),
+    "undock": (lambda m: m.undock(), "undocked", {State.DOCKED: State.READY}),
+    "fail": (lambda m: m.fail("x"), "fault", {s: State.FAULT for s in ON - {State.FAULT}}),
+    "start_recording": (lambda m: m.start_recording(), "officer-start",
+                        {State.READY: State.RECORDING}),
+    "stop_recording": (lambda m: m.stop_recording(), "officer-stop",
+                       {State.RECORDING: State.READY}),
+    "interrupt": (lambda m: m.interrupt("camera-stall"), "camera-stall",
+                  {State.RECORDING: State.INTERRUPTED}),
+    "recover": (lambda m: m.recover(), "recovered", {State.INTERRUPTED: State.READY}),
+    "pause": (lambda m: m.pause("state-secret"), "not-recording", {State.RECORDING: State.PAUSED}),
+    "resume": (lambda m: m.resume(), "resume", {State.PAUSED: State.RECORDING}),
+    "end_pause": (lambda m: m.end_pause(), "pause-ended", {State.PAUSED: State.READY}),
+}
+
+def _table_cases():
+    for event in EXPECTED_TABLE:
+        for source in State:
+            yield pytest.param(event, source, id=f"{event}-from-{source.value}")
+
+
+def test_the_expected_table_covers_every_rule_edge():
+    """Every edge the rules name is used by some event, and no rule edge is missing from
+    TRANSITIONS (the converse is what the whole-table test below checks)."""
+    edges = {(s, t) for _, _, moves in EXPECTED_TABLE.values() for s, t in moves.items()}
+    edges |= {(State.RECORDING, State.INTERRUPTED), (State.INTERRUPTED, State.FAULT)}  # fail()
+    assert {(s, t) for s, targets in TRANSITIONS.items() for t in targets} == \
+        edges - {(State.RECORDING, State.FAULT)}
+
+
+@pytest.mark.parametrize("event, source", list(_table_cases()))
+def test_whole_transition_table(event, source):
+    call, cause, moves = EXPECTED_TABLE[event]
+    r = Rig(state=source)
+    target = moves.get(source)
+    if target is None:
+        try:
+            call(r.m)
+        except IllegalTransition as exc:
+            assert f"from {source.value}" in str(exc)
+        else:
+            raise AssertionError(f"{event} from {source.value} was accepted: "
+                                 f"now {r.m.state.value}, journaled {r.records}")
+        assert r.m.state is source and r.records == []
+        return
+    call(r.m)
+    assert r.m.state is target
+    state_records = [p for t, p in r.records if t == "state"]
+    if event == "fail" and source is State.RECORDING:     # the recording is interrupted first
+        assert [(p["from"], p["to"], p["cause"]) for p in state_records] == [
+            ("recording", "interrupted", "fault"), ("interrupted", "fault", "fault")]
+    else:
+        assert [(p["from"], p["to"], p["cause"]) for p in state_records] == [
+            (source.value, target.value, cause)]
+
+
 def test_journal_failure_leaves_the_state_unchanged():
     def broken(_t, _p):
         raise OSError("disk full")
@@ -111,6 +215,21 @@ def test_normal_stop_never_asks_for_a_reason():
     assert r.m.start_recording() is False and r.m.pending is None
 
 
+# What the device can tell the officer about each cause, as a code of the regulations' list
+# (docs/requirements.md, D5): a stalled camera or microphone is a device fault; a body-worn
+# camera loses power when its battery runs out.
+EXPECTED_SUGGESTION = {
+    "fault": "device-fault", "camera-stall": "device-fault", "microphone-stall": "device-fault",
+    "low-battery": "low-battery", "storage-full": "storage-full", "power-loss": "low-battery",
+}
+
+
+def test_suggested_reasons_are_the_expected_ones():
+    assert SUGGESTED_FOR_CAUSE == EXPECTED_SUGGESTION
+    assert set(EXPECTED_SUGGESTION) == set(INTERRUPTION_CAUSES) == {
+        "fault", "power-loss", "storage-full", "low-battery", "camera-stall", "microphone-stall"}
+
+
 @pytest.mark.parametrize("cause", sorted(INTERRUPTION_CAUSES))
 def test_every_abnormal_end_makes_the_next_start_ask(cause):
     r = Rig()
@@ -120,7 +239,7 @@ def test_every_abnormal_end_makes_the_next_start_ask(cause):
     assert r.m.state is State.INTERRUPTED
     pending = r.last("reason-pending")
     assert pending["cause"] == cause and pending["mono_ns"] == 5 * S
-    assert pending["suggested_reason"] == SUGGESTED_FOR_CAUSE.get(cause)
+    assert pending["suggested_reason"] == EXPECTED_SUGGESTION[cause]
     r.m.recover()
     r.at(30)
     assert r.m.start_recording() is True

@@ -7,8 +7,7 @@ import pytest
 from recorder import records
 from recorder.journal import iter_records
 from recorder.seal import SealError
-from recorder.store import (DeletionRefused, OverwriteRefused, ReclaimRequiresDockReceipt,
-                            StoreError)
+from recorder.store import DeletionRefused, OverwriteRefused, ReclaimRequiresDockReceipt, StoreError
 from recorder.verify import verify_directory
 from tests.media_fixture import make_recording, new_device
 

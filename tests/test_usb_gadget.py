@@ -5,7 +5,10 @@ and only as thinly as the kernel's documented rules require
 (Documentation/usb/gadget_configfs.rst, Documentation/filesystems/configfs.rst):
 
 * mkdir of a gadget/config/function/strings dir creates the attribute files
-  and default groups listed in ``hw.usb_gadget.KERNEL_CREATED``;
+  and default groups the kernel documents (``KERNEL_DOCUMENTED`` below, written
+  from the documentation, not from the code under test; and, as a second kernel,
+  ``KERNEL_NEWER`` with the entries later kernels add); a test then checks the
+  code's own ``hw.usb_gadget.KERNEL_CREATED`` against it;
 * attribute files cannot be created, removed, or (read-only ones) written;
 * numeric attributes must parse, UDC must name an existing controller;
 * symlinks only from a configuration to a function, never dangling;
@@ -18,15 +21,17 @@ fails here as it would on a Pi.
 from __future__ import annotations
 
 import errno
+import fnmatch
 import os
 import subprocess
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
 from hw.usb_gadget import (
-    KernelEntries,
+    KERNEL_CREATED,
     ConfigFs,
     GadgetConfigError,
     GadgetError,
@@ -34,7 +39,6 @@ from hw.usb_gadget import (
     UsbGadget,
     UsbHostLink,
     derived_mac,
-    kernel_entries_for,
     load_settings,
     main,
 )
@@ -44,12 +48,82 @@ U16_ATTRS = {"idVendor", "idProduct", "bcdDevice", "bcdUSB"}
 U8_ATTRS = {"bDeviceClass", "bDeviceSubClass", "bDeviceProtocol", "bMaxPacketSize0", "bmAttributes"}
 
 
+@dataclass(frozen=True)
+class Made:
+    """What the kernel creates in a configfs directory on mkdir: attribute files, which of
+    them are read-only, and default groups (sub-directories, each with its own attributes)."""
+
+    attributes: frozenset = frozenset()
+    read_only: frozenset = frozenset()
+    groups: dict = field(default_factory=dict)   # name -> frozenset of its attributes
+
+
+def made(attributes="", read_only="", **groups) -> Made:
+    return Made(frozenset(attributes.split()), frozenset(read_only.split()),
+                {name: frozenset(attrs.split()) for name, attrs in groups.items()})
+
+
+# Written from the kernel's documentation, independently of hw.usb_gadget:
+# Documentation/ABI/testing/configfs-usb-gadget (gadget, configs, strings),
+# configfs-usb-gadget-ncm, -ecm ("ifname", "qmult", "host_addr", "dev_addr"; ifname is
+# what the kernel named the interface), configfs-usb-gadget-acm ("port_num  (RO)") and
+# Documentation/usb/gadget_configfs.rst. The set every kernel since the gadget's configfs
+# interface has: what the code may rely on. Paths are relative to the configfs root.
+KERNEL_DOCUMENTED: dict[str, Made] = {
+    "usb_gadget/*": made("bDeviceClass bDeviceSubClass bDeviceProtocol bMaxPacketSize0 "
+                         "idVendor idProduct bcdDevice bcdUSB UDC",
+                         configs="", functions="", strings=""),
+    "usb_gadget/*/strings/*": made("manufacturer product serialnumber"),
+    "usb_gadget/*/configs/*": made("bmAttributes MaxPower", strings=""),
+    "usb_gadget/*/configs/*/strings/*": made("configuration"),
+    "usb_gadget/*/functions/ncm.*": made("ifname qmult host_addr dev_addr", read_only="ifname"),
+    "usb_gadget/*/functions/ecm.*": made("ifname qmult host_addr dev_addr", read_only="ifname"),
+    "usb_gadget/*/functions/acm.*": made("port_num", read_only="port_num"),
+}
+
+# What later kernels add (same ABI documents): max_speed, the os_desc and webusb groups
+# with their attributes, the NCM max_segment_size. Code that only relies on the documented
+# minimum must work here too, teardown included (default groups cannot be removed).
+KERNEL_NEWER: dict[str, Made] = {
+    **KERNEL_DOCUMENTED,
+    "usb_gadget/*": made("bDeviceClass bDeviceSubClass bDeviceProtocol bMaxPacketSize0 "
+                         "idVendor idProduct bcdDevice bcdUSB UDC max_speed",
+                         configs="", functions="", strings="",
+                         os_desc="b_vendor_code qw_sign use",
+                         webusb="bcdVersion bVendorCode landingPage use"),
+    "usb_gadget/*/functions/ncm.*": made("ifname qmult host_addr dev_addr max_segment_size",
+                                         read_only="ifname"),
+}
+
+
+def kernel_made(kernel: dict[str, Made], rel: str) -> Made | None:
+    parts = rel.strip("/").split("/")
+    for pattern, entries in kernel.items():
+        pattern_parts = pattern.split("/")
+        if len(parts) == len(pattern_parts) and all(
+                fnmatch.fnmatchcase(p, q) for p, q in zip(parts, pattern_parts, strict=True)):
+            return entries
+    return None
+
+
+def test_the_codes_kernel_table_is_the_documented_one():
+    """hw.usb_gadget.KERNEL_CREATED (what the code believes) against the documentation."""
+    assert set(KERNEL_CREATED) == set(KERNEL_DOCUMENTED)
+    for pattern, documented in KERNEL_DOCUMENTED.items():
+        code = KERNEL_CREATED[pattern]
+        assert set(code.attributes) == documented.attributes, pattern
+        assert set(code.read_only) == documented.read_only, pattern
+        assert set(code.groups) == set(documented.groups), pattern
+
+
 class EmulatedConfigFs(ConfigFs):
     """configfs rules on a plain directory; every call is logged for order checks."""
 
-    def __init__(self, root: Path, udc_class_dir: Path) -> None:
+    def __init__(self, root: Path, udc_class_dir: Path,
+                 kernel: dict[str, Made] = KERNEL_DOCUMENTED) -> None:
         super().__init__(root)
         self.udc_class_dir = udc_class_dir
+        self.kernel = kernel
         self.calls: list[tuple[str, str]] = []
         self.default_groups: set[str] = set()
         self.read_only: set[str] = set()
@@ -66,22 +140,24 @@ class EmulatedConfigFs(ConfigFs):
         if not allowed_parent:
             raise OSError(errno.EPERM, "configfs: cannot mkdir here", str(self.path(rel)))
         base = rel.rsplit("/", 1)[1]
-        if parent.endswith("/functions") and kernel_entries_for(rel) is None:
+        if parent.endswith("/functions") and kernel_made(self.kernel, rel) is None:
             raise OSError(errno.ENOENT, "no such function driver", str(self.path(rel)))
         if parent.endswith("/configs") and not (
                 "." in base and base.rsplit(".", 1)[1].isdigit() and int(base.rsplit(".", 1)[1]) > 0):
             raise OSError(errno.EINVAL, "config name must be <name>.<number>", str(self.path(rel)))
         super().mkdir(rel)
         self.calls.append(("mkdir", rel))
-        entries = kernel_entries_for(rel)
+        entries = kernel_made(self.kernel, rel)
         if entries:
             for attr in entries.attributes:
                 self.path(f"{rel}/{attr}").write_text("")
             for ro in entries.read_only:
                 self.read_only.add(f"{rel}/{ro}")
-            for group in entries.groups:
+            for group, group_attrs in entries.groups.items():
                 os.mkdir(self.path(f"{rel}/{group}"))
                 self.default_groups.add(f"{rel}/{group}")
+                for attr in group_attrs:
+                    self.path(f"{rel}/{group}/{attr}").write_text("")
             if "/functions/acm." in rel:
                 self.path(f"{rel}/port_num").write_text("0\n")
             if "/functions/ncm." in rel or "/functions/ecm." in rel:
@@ -145,7 +221,7 @@ class EmulatedConfigFs(ConfigFs):
             raise OSError(errno.EPERM, "default groups cannot be removed", str(self.path(rel)))
         if rel in self._link_targets():
             raise OSError(errno.EBUSY, "an item links to this one", str(self.path(rel)))
-        entries = kernel_entries_for(rel) or KernelEntries()
+        entries = kernel_made(self.kernel, rel) or Made()
         for child in self.listdir(rel):
             full = f"{rel}/{child}"
             if self.is_link(full):
@@ -153,7 +229,7 @@ class EmulatedConfigFs(ConfigFs):
             if self.is_dir(full):
                 if full not in self.default_groups:
                     raise OSError(errno.ENOTEMPTY, "user-made child group", str(self.path(rel)))
-                if self.listdir(full):
+                if set(self.listdir(full)) - entries.groups.get(child, frozenset()):
                     raise OSError(errno.ENOTEMPTY, "default group not empty", str(self.path(rel)))
             elif child not in entries.attributes:
                 raise OSError(errno.ENOTEMPTY, f"unexpected file {child}", str(self.path(rel)))
@@ -161,6 +237,8 @@ class EmulatedConfigFs(ConfigFs):
         for child in self.listdir(rel):
             full = f"{rel}/{child}"
             if self.is_dir(full):
+                for attr in self.listdir(full):
+                    os.unlink(self.path(f"{full}/{attr}"))
                 os.rmdir(self.path(full))
                 self.default_groups.discard(full)
             else:
@@ -178,9 +256,10 @@ def udc_dir(tmp_path: Path) -> Path:
     return d
 
 
-@pytest.fixture
-def fs(tmp_path: Path, udc_dir: Path) -> EmulatedConfigFs:
-    return EmulatedConfigFs(tmp_path / "configfs", udc_dir)
+@pytest.fixture(params=["documented", "newer"])
+def fs(request, tmp_path: Path, udc_dir: Path) -> EmulatedConfigFs:
+    kernel = KERNEL_DOCUMENTED if request.param == "documented" else KERNEL_NEWER
+    return EmulatedConfigFs(tmp_path / "configfs", udc_dir, kernel)
 
 
 def settings(udc_dir: Path, fs: ConfigFs, **kw) -> GadgetSettings:
@@ -297,6 +376,10 @@ def test_emulator_rejects_the_wrong_teardown_order(fs, udc_dir):
     assert default_group.value.errno == errno.EPERM
     with pytest.raises(OSError):
         fs.write("usb_gadget/bodycam/no_such_attribute", "1")
+    if "os_desc" in kernel_made(fs.kernel, "usb_gadget/bodycam").groups:
+        with pytest.raises(OSError) as os_desc:
+            fs.rmdir("usb_gadget/bodycam/os_desc")          # a newer kernel's default group
+        assert os_desc.value.errno == errno.EPERM
 
 
 def test_explicit_udc_and_missing_udc(fs, udc_dir):
@@ -323,7 +406,7 @@ def test_failed_bind_removes_the_partial_gadget(fs, udc_dir):
                 raise OSError(errno.EBUSY, "Device or resource busy", str(self.path(rel)))
             super().write(rel, value)
 
-    broken = BindFails(fs.root.parent / "configfs2", udc_dir)
+    broken = BindFails(fs.root.parent / "configfs2", udc_dir, fs.kernel)
     with pytest.raises(GadgetError, match="bind to UDC .* Device or resource busy"):
         UsbGadget(settings(udc_dir, broken), broken).up()
     assert os.listdir(broken.root / "usb_gadget") == []
@@ -336,7 +419,7 @@ def test_missing_function_driver_is_named(fs, udc_dir):
                 raise OSError(errno.ENOENT, "No such file or directory", str(self.path(rel)))
             super().mkdir(rel)
 
-    broken = NoNcm(fs.root.parent / "configfs3", udc_dir)
+    broken = NoNcm(fs.root.parent / "configfs3", udc_dir, fs.kernel)
     with pytest.raises(GadgetError, match=r"functions/ncm.usb0 failed.*usb_f_\* function module"):
         UsbGadget(settings(udc_dir, broken), broken).up()
     assert os.listdir(broken.root / "usb_gadget") == []

@@ -1,36 +1,62 @@
 """``dockstation``: the dock station's command line.
 
     python -m dockstation dock --config dock.toml [--wait 30]
-    python -m dockstation register --config dock.toml --pubkey device.pub.pem --officer 031337
+    python -m dockstation register --config dock.toml --pubkey device-key.pub.pem --officer 031337
     python -m dockstation ledger --config dock.toml [--table dockings]
     python -m dockstation pki init-ca --dir CA --unit UNIT
     python -m dockstation pki issue-dock --ca-dir CA --out DIR --name dock-1
-    python -m dockstation pki issue-device --ca-dir CA --pubkey device.pub.pem --out device-cert.pem
+    python -m dockstation pki issue-device --ca-dir CA --pubkey device-key.pub.pem --out device-cert.pem
 
-Exit codes of ``dock``: 0 offloaded, verified and receipted; 1 quarantined (evidence
-failed verification, nothing purged); 2 usage/config; 3 device refused (unknown to
-this dock, or not agency-certified); 75 interrupted (run again to resume).
+Exit codes of ``dock``: 0 offloaded, verified and receipted; 1 quarantined (the journal
+failed verification: the whole docking, nothing purged); 2 usage/config; 3 device refused
+(unknown to this dock, or not agency-certified); 4 partial (the journal and the intact
+files were stored and receipted, some damaged file(s) quarantined: they stay on the
+device); 75 interrupted (run again to resume).
+
+``ledger`` prints times (the ``*_ns`` columns) as ISO 8601 with the UTC offset of
+``[dock_station] timezone``, under the column name without ``_ns``.
 """
 from __future__ import annotations
 
 import argparse
+import datetime as dt
 import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
 
 from dockstation import config as config_mod
 from dockstation import pki
-from dockstation.ledger import Ledger
+from dockstation.ledger import TABLES, Ledger
 
 EXIT_OK, EXIT_QUARANTINED, EXIT_USAGE, EXIT_REFUSED, EXIT_INTERRUPTED = 0, 1, 2, 3, 75
+EXIT_PARTIAL = 4
 
 
-def _ledger(cfg) -> Ledger:
+def iso_time(ns: int, tz: dt.tzinfo) -> str:
+    """Nanoseconds since the epoch as ISO 8601 with milliseconds and UTC offset."""
+    t = dt.datetime.fromtimestamp(ns // 10**9, tz) + dt.timedelta(microseconds=(ns % 10**9) // 1000)
+    return t.isoformat(timespec="milliseconds")
+
+
+def readable_row(row: dict[str, Any], tz: dt.tzinfo) -> dict[str, Any]:
+    """A ledger row for people: ``*_ns`` integers become ISO 8601 strings under the name without _ns."""
+    out: dict[str, Any] = {}
+    for k, v in row.items():
+        if k.endswith("_ns"):
+            out[k[:-3]] = iso_time(v, tz) if isinstance(v, int) else v
+        else:
+            out[k] = v
+    return out
+
+
+def _ledger(cfg: config_mod.DockStationConfig) -> Ledger:
     return Ledger(cfg.store / "ledger.sqlite")
 
 
-def cmd_dock(args) -> int:
+def cmd_dock(args: argparse.Namespace) -> int:
     from dockstation.ingest import Docking
     from dockstation.link import DeviceRefused, LinkInterrupted
     cfg = config_mod.load(args.config, store_dir=args.store, device_address=args.device_address,
@@ -51,15 +77,28 @@ def cmd_dock(args) -> int:
                "files_new": report.files_new, "bytes_new": report.bytes_new,
                "bytes_resumed": report.bytes_resumed, "purged": len(report.purged),
                "receipt_refused": report.receipt_refused, "named": report.named,
-               "head": list(report.head) if report.head else None, "detail": report.detail}
+               "head": list(report.head) if report.head else None, "detail": report.detail,
+               "quarantine_dir": str(report.quarantine_dir) if report.quarantine_dir else None,
+               "quarantined_files": [{k: d.get(k) for k in ("path", "reason", "recording_id", "seg_index")}
+                                     for d in report.quarantined_files]}
     print(json.dumps(summary, ensure_ascii=False))
     if report.status == "ok":
         if report.receipt_refused:
             print(f"dock: device refused the receipt ({report.receipt_refused}); evidence is stored, "
                   "nothing was purged on the device", file=sys.stderr)
         return EXIT_OK
+    if report.status == "partial":
+        print(f"dock: {len(report.quarantined_files)} FILE(S) FAILED VERIFICATION and were quarantined in "
+              f"{report.quarantine_dir} (see REPORT.txt); the journal and every other file were stored"
+              f"{' and receipted' if not report.receipt_refused else ''}; the damaged file(s) stay on the "
+              "device", file=sys.stderr)
+        if report.receipt_refused:
+            print(f"dock: device refused the receipt ({report.receipt_refused}); nothing was purged on "
+                  "the device", file=sys.stderr)
+        return EXIT_PARTIAL
     if report.status == "quarantined":
-        print(f"dock: EVIDENCE FAILED VERIFICATION, quarantined in {report.quarantine_dir}: "
+        print(f"dock: EVIDENCE FAILED VERIFICATION, the whole docking is quarantined in "
+              f"{report.quarantine_dir} (the journal itself failed; nothing stored, nothing purged): "
               f"{report.detail}", file=sys.stderr)
         return EXIT_QUARANTINED
     if report.status == "interrupted":
@@ -69,7 +108,7 @@ def cmd_dock(args) -> int:
     return EXIT_REFUSED
 
 
-def cmd_register(args) -> int:
+def cmd_register(args: argparse.Namespace) -> int:
     from recorder.identity import BadPublicKey, device_id_for_pem
     cfg = config_mod.load(args.config, store_dir=args.store)
     pem = Path(args.pubkey).read_bytes()
@@ -87,23 +126,28 @@ def cmd_register(args) -> int:
     return EXIT_OK
 
 
-def cmd_ledger(args) -> int:
+def cmd_ledger(args: argparse.Namespace) -> int:
     cfg = config_mod.load(args.config, store_dir=args.store)
+    tz = ZoneInfo(cfg.timezone)
     ledger = _ledger(cfg)
     try:
         for row in ledger.rows(args.table):
             row.pop("pubkey_pem", None)
-            print(json.dumps(row, ensure_ascii=False))
+            print(json.dumps(readable_row(row, tz), ensure_ascii=False))
     finally:
         ledger.close()
     return EXIT_OK
 
 
-def cmd_pki(args) -> int:
+def cmd_pki(args: argparse.Namespace) -> int:
     if args.pki_command == "init-ca":
         print(pki.init_ca(args.dir, args.unit))
     elif args.pki_command == "issue-dock":
         print(pki.init_dock(args.ca_dir, args.out, args.name, args.unit))
+    elif args.pki_command == "revoke":
+        print(f"{pki.revoke(args.ca_dir, args.cert):x}")
+    elif args.pki_command == "crl":
+        print(pki.issue_crl(args.ca_dir, args.out, args.days))
     else:
         print(pki.init_device(args.ca_dir, args.pubkey, args.out, args.unit, args.address))
     return EXIT_OK
@@ -114,7 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-v", "--verbose", action="count", default=0)
     sub = p.add_subparsers(dest="command", required=True)
 
-    def with_config(sp):
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
         sp.add_argument("--config", type=Path, help="dock station TOML ([dock_station])")
         sp.add_argument("--store", help="override dock_station.store_dir")
         return sp
@@ -131,7 +175,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--label")
     r.set_defaults(func=cmd_register)
     lg = with_config(sub.add_parser("ledger", help="print the usage ledger (JSON lines)"))
-    lg.add_argument("--table", default="dockings", choices=("devices", "dockings", "recordings", "receipts"))
+    lg.add_argument("--table", default="dockings", choices=TABLES)
     lg.set_defaults(func=cmd_ledger)
 
     k = sub.add_parser("pki", help="agency CA, dock and device certificates")
@@ -150,6 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("--out", required=True, type=Path)
     c.add_argument("--unit", default="")
     c.add_argument("--address")
+    rv = ksub.add_parser("revoke", help="put a dock certificate on the revocation list (then: pki crl)")
+    rv.add_argument("--ca-dir", required=True, type=Path)
+    rv.add_argument("--cert", required=True, type=Path)
+    cr = ksub.add_parser("crl", help="sign the current CRL (CA/agency-crl.pem; --out: a copy for a station)")
+    cr.add_argument("--ca-dir", required=True, type=Path)
+    cr.add_argument("--out", type=Path)
+    cr.add_argument("--days", type=int, default=30)
     k.set_defaults(func=cmd_pki)
     return p
 
@@ -159,7 +210,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=max(logging.WARNING - 10 * args.verbose, logging.DEBUG), stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        return args.func(args)
+        status: int = args.func(args)   # the subcommand's exit code
+        return status
     except (config_mod.DockConfigError, pki.PkiError) as exc:
         print(f"dockstation: {exc}", file=sys.stderr)
         return EXIT_USAGE

@@ -7,7 +7,8 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
-from recorder.settings import Section, read_toml
+
+from common.settings import Section, read_toml
 
 PLACEHOLDER = "未标注"
 
@@ -30,6 +31,7 @@ class DockStationConfig(Section):
     ca_file: str = "/etc/dockstation/agency-ca.pem"
     cert_file: str = "/etc/dockstation/dock-cert.pem"
     key_file: str = "/etc/dockstation/dock-key.pem"
+    crl_file: str = "/etc/dockstation/agency-crl.pem"   # pushed to the device at each docking; "" = never
     timezone: str = "Asia/Shanghai"
     counterpart_placeholder: str = PLACEHOLDER
     content_placeholder: str = PLACEHOLDER
@@ -45,6 +47,8 @@ class DockStationConfig(Section):
                                   f"got {self.device_address!r}") from None
         if isinstance(self.port, bool) or not isinstance(self.port, int) or not 1 <= self.port <= 65535:
             raise DockConfigError(f"[dock_station] port must be 1..65535, got {self.port!r}")
+        if not isinstance(self.crl_file, str):
+            raise DockConfigError("[dock_station] crl_file must be a string (\"\": never push a CRL)")
         for k in ("store_dir", "ca_file", "cert_file", "key_file", "counterpart_placeholder",
                   "content_placeholder"):
             if not isinstance(getattr(self, k), str) or not getattr(self, k):
@@ -75,4 +79,5 @@ def load(path: Path | None, **overrides: Any) -> DockStationConfig:
             raise DockConfigError(f"{path}: unknown section(s) {', '.join(extra)}")
         table = dict(doc.get("dock_station", {}))
     table.update({k: v for k, v in overrides.items() if v is not None})
-    return DockStationConfig.from_mapping(table)
+    config: DockStationConfig = DockStationConfig.from_mapping(table)   # from_mapping returns cls(...)
+    return config

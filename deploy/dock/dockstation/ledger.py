@@ -2,14 +2,18 @@
 
 Per docking: which device, which officer, when it was checked in (docked) and
 checked out again (released from the dock), what it recorded and over which
-period, how it went (ok / quarantined / interrupted / refused), the verified
-journal head (the anchor for the next docking), and the receipt sent.
+period, how it went (ok / partial / quarantined / interrupted / refused), the verified
+journal head (the anchor for the next docking), and the receipt sent. Per file that
+failed verification while the journal was sound (status partial): a
+``quarantined_files`` row with the reason and expected/found size and SHA-256, marked
+``resolved_docking_id`` once a later docking stores the file intact.
 """
 from __future__ import annotations
 
 import sqlite3
 import time
 from pathlib import Path
+from typing import Any, cast
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS devices (
@@ -31,11 +35,24 @@ CREATE TABLE IF NOT EXISTS receipts (
     counter INTEGER NOT NULL, nonce TEXT NOT NULL, head_seq INTEGER NOT NULL, head_hash TEXT NOT NULL,
     files INTEGER NOT NULL, bytes INTEGER NOT NULL, sent_ns INTEGER NOT NULL, response TEXT,
     UNIQUE (device_id, counter));
+CREATE TABLE IF NOT EXISTS quarantined_files (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, device_id TEXT NOT NULL, docking_id INTEGER NOT NULL,
+    path TEXT NOT NULL, recording_id TEXT, seg_index INTEGER, reason TEXT NOT NULL,
+    expected_sha256 TEXT, expected_size INTEGER, found_sha256 TEXT, found_size INTEGER, detail TEXT,
+    quarantine_dir TEXT, quarantined_ns INTEGER NOT NULL, resolved_docking_id INTEGER);
 """
+
+TABLES = ("devices", "dockings", "recordings", "receipts", "quarantined_files")
 
 
 class UnknownDevice(LookupError):
     """A device that is not in the registry."""
+
+
+
+def _inserted_id(cur: sqlite3.Cursor) -> int:
+    """The id of the row the INSERT on ``cur`` made (``lastrowid`` is None only before any INSERT)."""
+    return cast(int, cur.lastrowid)
 
 
 class Ledger:
@@ -58,18 +75,18 @@ class Ledger:
         row = self.db.execute("SELECT pubkey_pem FROM devices WHERE device_id=?", (device_id,)).fetchone()
         return row[0].encode("ascii") if row else None
 
-    def device(self, device_id: str) -> dict | None:
+    def device(self, device_id: str) -> dict[str, Any] | None:
         cur = self.db.execute("SELECT * FROM devices WHERE device_id=?", (device_id,))
         row = cur.fetchone()
-        return dict(zip([c[0] for c in cur.description], row)) if row else None
+        return dict(zip([c[0] for c in cur.description], row, strict=True)) if row else None
 
     # ---- dockings --------------------------------------------------------------------------
     def check_in(self, device_id: str, officer_id: str | None) -> int:
         cur = self.db.execute("INSERT INTO dockings (device_id, officer_id, checked_in_ns, status) "
                               "VALUES (?,?,?,?)", (device_id, officer_id, time.time_ns(), "in-progress"))
-        return cur.lastrowid
+        return _inserted_id(cur)
 
-    def update(self, docking_id: int, **values) -> None:
+    def update(self, docking_id: int, **values: object) -> None:
         cols = ", ".join(f"{k}=?" for k in values)
         self.db.execute(f"UPDATE dockings SET {cols} WHERE id=?", (*values.values(), docking_id))
 
@@ -77,19 +94,21 @@ class Ledger:
         self.update(docking_id, status=status, detail=detail, checked_out_ns=time.time_ns())
 
     def last_anchor(self, device_id: str) -> tuple[int, str] | None:
-        row = self.db.execute("SELECT head_seq, head_hash FROM dockings WHERE device_id=? AND status='ok' "
-                              "AND head_seq IS NOT NULL ORDER BY id DESC LIMIT 1", (device_id,)).fetchone()
+        # 'partial': the journal verified in full (only files were quarantined), so its head anchors too
+        row = self.db.execute("SELECT head_seq, head_hash FROM dockings WHERE device_id=? "
+                              "AND status IN ('ok', 'partial') AND head_seq IS NOT NULL "
+                              "ORDER BY id DESC LIMIT 1", (device_id,)).fetchone()
         return (row[0], row[1]) if row else None
 
-    def rows(self, table: str) -> list[dict]:
-        if table not in ("devices", "dockings", "recordings", "receipts"):
+    def rows(self, table: str) -> list[dict[str, Any]]:
+        if table not in TABLES:
             raise ValueError(f"no table {table}")
         cur = self.db.execute(f"SELECT * FROM {table} ORDER BY rowid")
         names = [c[0] for c in cur.description]
-        return [dict(zip(names, r)) for r in cur.fetchall()]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]
 
     # ---- what was recorded ------------------------------------------------------------------
-    def upsert_recording(self, **v) -> None:
+    def upsert_recording(self, **v: object) -> None:
         self.db.execute(
             "INSERT INTO recordings VALUES (:device_id,:recording_id,:name,:unit,:counterpart,:content,"
             ":date,:officer_id,:start_wall_ns,:end_wall_ns,:segments,:bytes,:docking_id) "
@@ -106,9 +125,34 @@ class Ledger:
         row = self.db.execute("SELECT MAX(counter) FROM receipts WHERE device_id=?", (device_id,)).fetchone()
         return 0 if row[0] is None else row[0] + 1
 
-    def add_receipt(self, **v) -> int:
+    def add_receipt(self, **v: object) -> int:
         cur = self.db.execute(
             "INSERT INTO receipts (device_id, docking_id, counter, nonce, head_seq, head_hash, files, bytes,"
             " sent_ns, response) VALUES (:device_id,:docking_id,:counter,:nonce,:head_seq,:head_hash,"
             ":files,:bytes,:sent_ns,:response)", v)
-        return cur.lastrowid
+        return _inserted_id(cur)
+
+    # ---- files that failed verification (docking status 'partial') -----------------------------
+    def add_quarantined_file(self, **v: object) -> int:
+        v.setdefault("quarantined_ns", time.time_ns())
+        cur = self.db.execute(
+            "INSERT INTO quarantined_files (device_id, docking_id, path, recording_id, seg_index, reason,"
+            " expected_sha256, expected_size, found_sha256, found_size, detail, quarantine_dir,"
+            " quarantined_ns) VALUES (:device_id,:docking_id,:path,:recording_id,:seg_index,:reason,"
+            ":expected_sha256,:expected_size,:found_sha256,:found_size,:detail,:quarantine_dir,"
+            ":quarantined_ns)", v)
+        return _inserted_id(cur)
+
+    def resolve_quarantined_files(self, device_id: str, docking_id: int, stored: list[str]) -> None:
+        """Mark open rows whose file is now stored intact (a later docking fetched a good copy)."""
+        stored_set = set(stored)
+        for row in self.open_quarantined_files(device_id):
+            if row["path"] in stored_set:
+                self.db.execute("UPDATE quarantined_files SET resolved_docking_id=? WHERE id=?",
+                                (docking_id, row["id"]))
+
+    def open_quarantined_files(self, device_id: str | None = None) -> list[dict[str, Any]]:
+        cur = self.db.execute("SELECT * FROM quarantined_files WHERE resolved_docking_id IS NULL "
+                              "AND (? IS NULL OR device_id=?) ORDER BY id", (device_id, device_id))
+        names = [c[0] for c in cur.description]
+        return [dict(zip(names, r, strict=True)) for r in cur.fetchall()]

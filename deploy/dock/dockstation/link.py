@@ -5,24 +5,32 @@ its key must be the one registered for that device id in the dock's registry:
 an unknown device, or a known id with another key, is refused before any byte
 of evidence is read. Host names are not checked: the device is addressed by IP
 over a point-to-point USB link, and its identity is the pinned key.
+
+The paths and bodies are ``recorder.dock_protocol``'s (the device builds its answers
+from the same types); every JSON answer is parsed strictly there, and one that is not
+the protocol is a DeviceProtocolError naming the failure.
 """
 from __future__ import annotations
 
 import http.client
-import json
 import logging
 import os
+import select
 import socket
 import ssl
 from pathlib import Path
-from typing import Callable
-from urllib.parse import quote
+from typing import TYPE_CHECKING, Callable, TypeVar, cast
 
 from cryptography import x509
 
+from recorder import dock_protocol as protocol
 from recorder.identity import device_id_for, load_public_key_pem, raw_public_key
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
 log = logging.getLogger(__name__)
+_T = TypeVar("_T")
 
 _CHUNK = 256 * 1024
 
@@ -43,6 +51,24 @@ class DeviceProtocolError(LinkError):
     """The device answered something that is not the link protocol."""
 
 
+class FileSizeDiffers(LinkError):
+    """The file on the device is not the size the journal attests (truncated or grown there).
+
+    Not a cut: fetching it again would never finish. ``found`` is the device's size
+    (``Content-Range: bytes a-b/<found>``); the caller may fetch that much, for the report.
+    """
+
+    def __init__(self, rel: str, expected: int, found: int) -> None:
+        super().__init__(f"{rel}: the device has {found} bytes, the journal attests {expected}")
+        self.rel, self.expected, self.found = rel, expected, found
+
+
+def _range_total(header: str | None) -> int | None:
+    """The complete length from ``Content-Range: bytes a-b/N`` (None if absent or unparsable)."""
+    total = (header or "").rpartition("/")[2].strip()
+    return int(total) if total.isdigit() else None
+
+
 class DeviceClient:
     def __init__(self, host: str, port: int, ca_file: str, cert_file: str, key_file: str,
                  known_key: Callable[[str], bytes | None], timeout: float = 10.0) -> None:
@@ -58,6 +84,9 @@ class DeviceClient:
         self.conn: http.client.HTTPSConnection | None = None
         self.device_id: str | None = None
         self.device_pem: bytes | None = None
+        # files the device served in full over the current TLS connection: the device purges
+        # only those (it counts the same way), so the receipt names only those
+        self.served: set[str] = set()
 
     # ---- connection ---------------------------------------------------------------------
     def connect(self) -> str:
@@ -66,23 +95,65 @@ class DeviceClient:
         conn = http.client.HTTPSConnection(self.host, self.port, context=self.ctx, timeout=self.timeout)
         try:
             conn.connect()
+        except (ssl.SSLEOFError, ssl.SSLZeroReturnError) as exc:
+            # closed before the handshake finished: the device was busy (its connection slots are
+            # bounded) or the link dropped, not a refusal of this dock: worth trying again
+            conn.close()
+            raise LinkInterrupted(f"{self.host}:{self.port} closed the connection during the TLS "
+                                  f"handshake: {exc}") from exc
         except ssl.SSLError as exc:
             conn.close()
             raise DeviceRefused(f"TLS handshake with {self.host}:{self.port} failed: {exc}") from exc
         except OSError as exc:
             conn.close()
             raise LinkInterrupted(f"cannot reach {self.host}:{self.port}: {exc}") from exc
-        cert = x509.load_der_x509_certificate(conn.sock.getpeercert(binary_form=True))
-        device_id = device_id_for(cert.public_key()) if _is_ed25519(cert) else None
+        self._await_session(conn)
+        # CERT_REQUIRED: the handshake succeeded, so the device presented a certificate
+        cert = x509.load_der_x509_certificate(cast(bytes, conn.sock.getpeercert(binary_form=True)))
+        key = _ed25519_key(cert)
+        device_id = device_id_for(key) if key is not None else None
         pinned = self.known_key(device_id) if device_id else None
-        if pinned is None:
+        if key is None or device_id is None or pinned is None:
             conn.close()
             raise DeviceRefused(f"device {device_id or '(non-Ed25519 key)'} is not in this dock's registry")
-        if raw_public_key(load_public_key_pem(pinned)) != raw_public_key(cert.public_key()):
+        if raw_public_key(load_public_key_pem(pinned)) != raw_public_key(key):
             conn.close()
             raise DeviceRefused(f"device {device_id} presented a key other than the registered one")
         self.conn, self.device_id, self.device_pem = conn, device_id, pinned
+        self.served = set()
         return device_id
+
+    def _await_session(self, conn: http.client.HTTPSConnection) -> None:
+        """TLS 1.3: the client is done with the handshake before the device has checked its
+        certificate. The device then sends its session tickets, or closes (busy, revoked,
+        evicted while the link is flooded): wait briefly for either, so a close is a
+        LinkInterrupted here (retried by ``--wait``) rather than a cut first request."""
+        sock = conn.sock
+        ready, _, _ = select.select([sock], [], [], min(self.timeout, 2.0))
+        if not ready:
+            return
+        sock.setblocking(False)
+        try:
+            data = sock.recv(1)
+        except ssl.SSLWantReadError:
+            data = None                    # tickets read, no application data: the session is up
+        except ssl.SSLError as exc:        # an alert: the device refused this dock
+            conn.close()
+            raise DeviceRefused(f"the device refused this dock: {exc}") from exc
+        except OSError as exc:
+            conn.close()
+            raise LinkInterrupted(f"{self.host}:{self.port} closed the connection after the TLS "
+                                  f"handshake: {exc}") from exc
+        finally:
+            if conn.sock is not None:
+                conn.sock.settimeout(self.timeout)
+        if data == b"":
+            conn.close()
+            raise LinkInterrupted(f"{self.host}:{self.port} closed the connection after the TLS handshake "
+                                  "(busy, or this dock is not accepted)")
+        if data:
+            conn.close()
+            raise DeviceProtocolError("the device sent data before any request")
 
     def close(self) -> None:
         if self.conn is not None:
@@ -90,12 +161,15 @@ class DeviceClient:
             self.conn = None
 
     def _request(self, method: str, path: str, body: bytes | None = None,
-                 headers: dict | None = None) -> http.client.HTTPResponse:
-        if self.conn is None:
+                 headers: dict[str, str] | None = None) -> http.client.HTTPResponse:
+        if self.conn is None or self.conn.sock is None:
+            # never let http.client reopen the connection by itself: a new TLS session is a
+            # new connect() (device key pinned again, served files counted afresh)
             self.connect()
+        conn = cast(http.client.HTTPSConnection, self.conn)   # connect() set it (or raised)
         try:
-            self.conn.request(method, path, body=body, headers=headers or {})
-            return self.conn.getresponse()
+            conn.request(method, path, body=body, headers=headers or {})
+            return conn.getresponse()
         except ssl.SSLError as exc:   # TLS 1.3: the device rejects a client certificate after the handshake
             self.close()
             raise DeviceRefused(f"the device refused this dock: {exc}") from exc
@@ -103,31 +177,32 @@ class DeviceClient:
             self.close()
             raise LinkInterrupted(f"{method} {path}: {exc}") from exc
 
-    def _json(self, method: str, path: str, body: bytes | None = None) -> tuple[int, dict]:
-        resp = self._request(method, path, body, {"Content-Type": "application/json"} if body else None)
+    def _json(self, method: str, path: str, parse: Callable[[int, bytes], _T],
+              body: bytes | None = None) -> tuple[int, _T]:
+        """One request whose answer is a JSON body of the protocol, parsed strictly by ``parse``."""
+        resp = self._request(method, path, body,
+                             {"Content-Type": protocol.JSON_CONTENT_TYPE} if body else None)
         try:
             data = resp.read()
         except (OSError, http.client.HTTPException) as exc:
             self.close()
             raise LinkInterrupted(f"{method} {path}: {exc}") from exc
         try:
-            doc = json.loads(data)
-        except ValueError:
-            raise DeviceProtocolError(f"{method} {path}: answer is not JSON ({resp.status})") from None
-        if not isinstance(doc, dict):
-            raise DeviceProtocolError(f"{method} {path}: answer is not a JSON object")
-        return resp.status, doc
+            return resp.status, parse(resp.status, data)
+        except protocol.ProtocolViolation as exc:
+            raise DeviceProtocolError(f"{method} {path}: answer ({resp.status}) is not the dock protocol: "
+                                      f"{exc.reason}: {exc}; {data[:300]!r}") from exc
 
     # ---- protocol ------------------------------------------------------------------------
-    def manifest(self) -> dict:
-        status, doc = self._json("GET", "/v1/manifest")
-        if status != 200 or doc.get("device") != self.device_id:
+    def manifest(self) -> protocol.Manifest:
+        status, doc = self._json("GET", protocol.MANIFEST_PATH, protocol.parse_manifest_answer)
+        if not isinstance(doc, protocol.Manifest) or doc.device != self.device_id:
             raise DeviceProtocolError(f"bad manifest ({status}): {doc}")
         return doc
 
-    def get_raw(self, rel: str, headers: dict | None = None) -> tuple[int, bytes]:
+    def get_raw(self, rel: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
         """One request for a path as given (attack tests, diagnostics)."""
-        resp = self._request("GET", "/v1/files/" + rel, headers=headers)
+        resp = self._request("GET", protocol.file_path(rel, quoted=False), headers=headers)
         return resp.status, resp.read()
 
     def request_raw(self, method: str, path: str) -> tuple[int, bytes]:
@@ -152,7 +227,16 @@ class DeviceClient:
             have = 0
         if have == size:
             return 0, have
-        resp = self._request("GET", "/v1/files/" + quote(rel), headers={"Range": f"bytes={have}-{size - 1}"})
+        resp = self._request("GET", protocol.file_path(rel), headers={"Range": f"bytes={have}-{size - 1}"})
+        if resp.status == 416 and have:
+            resp.read()            # the device's file is now shorter than what we hold: start again
+            log.warning("%s: partial copy longer than the file on the device; starting again", rel)
+            os.truncate(dest, 0)
+            return self.fetch(rel, dest, size, on_bytes)
+        total = _range_total(resp.getheader("Content-Range")) if resp.status == 206 else None
+        if total is not None and total != size:
+            self.close()           # do not read a body of the wrong length; the next request reconnects
+            raise FileSizeDiffers(rel, size, total)
         if resp.status != 206:
             body = resp.read()
             raise DeviceProtocolError(f"GET {rel}: status {resp.status}: {body[:200]!r}")
@@ -172,13 +256,46 @@ class DeviceClient:
             finally:
                 out.flush()
                 os.fsync(out.fileno())
+        if have == 0 and got == size:
+            self.served.add(rel)
         return got, have
 
-    def send_receipt(self, wire: bytes) -> tuple[int, dict]:
-        return self._json("POST", "/v1/receipt", wire)
+    def reread(self, rel: str, sha256: str, size: int) -> bool:
+        """Have the device serve ``rel`` in full again in this session (the device purges only
+        files served in full in the receipt's session: after a cut, a resume or a reconnect),
+        checking it is still ``sha256``/``size``. True if it is (then it is in ``served``)."""
+        import hashlib
+        resp = self._request("GET", protocol.file_path(rel), headers={"Range": f"bytes=0-{max(size - 1, 0)}"})
+        if resp.status != 206:
+            resp.read()
+            return False
+        h, n = hashlib.sha256(), 0
+        try:
+            while n < size:
+                chunk = resp.read(min(_CHUNK, size - n))
+                if not chunk:
+                    raise LinkInterrupted(f"{rel}: connection closed at {n} of {size} bytes")
+                h.update(chunk)
+                n += len(chunk)
+        except (OSError, http.client.HTTPException, socket.timeout) as exc:
+            self.close()
+            raise LinkInterrupted(f"{rel}: cut at {n} of {size} bytes: {exc}") from exc
+        if n == size and h.hexdigest() == sha256:
+            self.served.add(rel)
+            return True
+        return False
+
+    def push_crl(self, crl: bytes) -> tuple[int, protocol.CrlAnswer]:
+        """Hand the device the agency's current CRL (it keeps it if the CA signed it and it is newer)."""
+        return self._json("POST", protocol.CRL_PATH, protocol.parse_crl_answer, crl)
+
+    def send_receipt(self, wire: bytes) -> tuple[int, protocol.ReceiptAnswer]:
+        """Hand the device a signed receipt (``recorder.receipt.sign_receipt``); its answer."""
+        return self._json("POST", protocol.RECEIPT_PATH, protocol.parse_receipt_answer, wire)
 
 
-def _is_ed25519(cert: x509.Certificate) -> bool:
+def _ed25519_key(cert: x509.Certificate) -> Ed25519PublicKey | None:
     from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-    return isinstance(cert.public_key(), Ed25519PublicKey)
+    key = cert.public_key()
+    return key if isinstance(key, Ed25519PublicKey) else None
 

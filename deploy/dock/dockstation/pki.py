@@ -9,6 +9,13 @@
   dock pins exactly the key it verifies the journal with.
 
 The two roles are told apart by EKU, so a device certificate can never act as a dock.
+
+* **Revocation**: ``revoke`` puts a dock certificate's serial on the CA's list
+  (``revoked.txt`` in the CA directory); ``issue_crl`` signs the current list as an
+  X.509 CRL (``agency-crl.pem``, CRL number one higher each time). The CRL goes onto
+  every device at provisioning, next to the CA certificate (``[dock] crl_file``), and
+  onto every dock station (``[dock_station] crl_file``), which pushes it to the device
+  at each docking; the device keeps it if the CA signed it and its number is higher.
 """
 from __future__ import annotations
 
@@ -16,13 +23,18 @@ import datetime as dt
 import ipaddress
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
+
 CA_KEY, CA_CERT = "agency-ca-key.pem", "agency-ca.pem"
+CRL_FILE, REVOKED_LIST, CRL_NUMBER = "agency-crl.pem", "revoked.txt", "crl-number"
 DOCK_KEY, DOCK_CERT = "dock-key.pem", "dock-cert.pem"
 
 
@@ -41,7 +53,8 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.timezone.utc)
 
 
-def _builder(subject: x509.Name, issuer: x509.Name, public_key, days: int) -> x509.CertificateBuilder:
+def _builder(subject: x509.Name, issuer: x509.Name, public_key: CertificatePublicKeyTypes,
+             days: int) -> x509.CertificateBuilder:
     now = _now()
     return (x509.CertificateBuilder().subject_name(subject).issuer_name(issuer)
             .public_key(public_key).serial_number(x509.random_serial_number())
@@ -61,8 +74,9 @@ def make_ca(unit: str = "", days: int = 3650) -> tuple[Ed25519PrivateKey, x509.C
     return key, cert
 
 
-def _leaf(ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate, public_key, common_name: str,
-          unit: str, eku, days: int, san: list | None = None) -> x509.Certificate:
+def _leaf(ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate, public_key: CertificatePublicKeyTypes,
+          common_name: str, unit: str, eku: x509.ObjectIdentifier, days: int,
+          san: list[x509.GeneralName] | None = None) -> x509.Certificate:
     b = (_builder(_name(common_name, unit), ca_cert.subject, public_key, days)
          .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
          .add_extension(x509.KeyUsage(True, False, False, False, False, False, False, False, False),
@@ -75,19 +89,19 @@ def _leaf(ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate, public_key, comm
     return b.sign(ca_key, None)
 
 
-def issue_dock(ca_key, ca_cert, name: str, unit: str = "", days: int = 825
+def issue_dock(ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate, name: str, unit: str = "", days: int = 825
                ) -> tuple[Ed25519PrivateKey, x509.Certificate]:
     """A new dock key and its clientAuth certificate."""
     key = Ed25519PrivateKey.generate()
     return key, _leaf(ca_key, ca_cert, key.public_key(), name, unit, ExtendedKeyUsageOID.CLIENT_AUTH, days)
 
 
-def issue_device(ca_key, ca_cert, device_public_key: Ed25519PublicKey, device_id: str,
-                 unit: str = "", days: int = 3650, address: str | None = None) -> x509.Certificate:
+def issue_device(ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate, device_public_key: Ed25519PublicKey,
+                 device_id: str, unit: str = "", days: int = 3650, address: str | None = None) -> x509.Certificate:
     """A serverAuth certificate for the device's own (journal) public key."""
     if not isinstance(device_public_key, Ed25519PublicKey):
         raise PkiError("the device key must be the device's Ed25519 identity key")
-    san: list = [x509.DNSName(f"{device_id}.bodycam.invalid")]
+    san: list[x509.GeneralName] = [x509.DNSName(f"{device_id}.bodycam.invalid")]
     if address:
         san.append(x509.IPAddress(ipaddress.ip_address(address)))
     return _leaf(ca_key, ca_cert, device_public_key, device_id, unit,
@@ -139,7 +153,70 @@ def init_ca(ca_dir: Path, unit: str = "") -> Path:
     key, cert = make_ca(unit)
     write_new(Path(ca_dir) / CA_KEY, key_pem(key), 0o600)
     write_new(Path(ca_dir) / CA_CERT, cert_pem(cert), 0o644)
+    issue_crl(ca_dir)            # CRL number 1, nothing revoked: installed on devices with the CA
     return Path(ca_dir) / CA_CERT
+
+
+# ---- revocation ---------------------------------------------------------------------------
+def make_crl(ca_key: Ed25519PrivateKey, ca_cert: x509.Certificate, revoked: list[tuple[int, dt.datetime]],
+             number: int, days: int = 30) -> x509.CertificateRevocationList:
+    """A CRL signed by the CA: ``revoked`` = (serial, revocation time); ``number`` increases."""
+    now = _now()
+    b = (x509.CertificateRevocationListBuilder().issuer_name(ca_cert.subject)
+         .last_update(now - dt.timedelta(minutes=5)).next_update(now + dt.timedelta(days=days))
+         .add_extension(x509.CRLNumber(number), critical=False)
+         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()),
+                        critical=False))
+    for serial, when in revoked:
+        b = b.add_revoked_certificate(x509.RevokedCertificateBuilder().serial_number(serial)
+                                      .revocation_date(when).build())
+    return b.sign(ca_key, None)
+
+
+def _revoked_list(ca_dir: Path) -> list[tuple[int, dt.datetime]]:
+    path = Path(ca_dir) / REVOKED_LIST
+    out = []
+    if path.exists():
+        for line in path.read_text(encoding="ascii").splitlines():
+            if line.strip() and not line.startswith("#"):
+                serial, when = line.split()[:2]
+                out.append((int(serial, 16), dt.datetime.fromisoformat(when)))
+    return out
+
+
+def revoke(ca_dir: Path, cert_file: Path) -> int:
+    """Put the certificate in ``cert_file`` (issued by this CA) on the revocation list; its serial.
+    Run ``issue_crl`` afterwards and hand the new CRL to the dock stations."""
+    ca_cert, cert = load_cert(Path(ca_dir) / CA_CERT), load_cert(cert_file)
+    if cert.issuer != ca_cert.subject:
+        raise PkiError(f"{cert_file} was not issued by this CA")
+    if cert.serial_number not in {s for s, _ in _revoked_list(ca_dir)}:
+        with open(Path(ca_dir) / REVOKED_LIST, "a", encoding="ascii") as f:
+            f.write(f"{cert.serial_number:x} {_now().replace(microsecond=0).isoformat()} "
+                    f"{cert.subject.rfc4514_string().encode('ascii', 'replace').decode()}\n")
+            f.flush()
+            os.fsync(f.fileno())
+    return cert.serial_number
+
+
+def issue_crl(ca_dir: Path, out: Path | None = None, days: int = 30) -> Path:
+    """Sign the current revocation list as ``CA/agency-crl.pem`` (and copy it to ``out``)."""
+    ca_dir = Path(ca_dir)
+    ca_key, ca_cert = load_key(ca_dir / CA_KEY), load_cert(ca_dir / CA_CERT)
+    num_file = ca_dir / CRL_NUMBER
+    number = int(num_file.read_text().strip()) + 1 if num_file.exists() else 1
+    pem = make_crl(ca_key, ca_cert, _revoked_list(ca_dir), number, days).public_bytes(
+        serialization.Encoding.PEM)
+    for path, data in ((num_file, f"{number}\n".encode()), (ca_dir / CRL_FILE, pem),
+                       *(((Path(out), pem),) if out else ())):
+        tmp = path.with_name(path.name + ".new")
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    return Path(out) if out else ca_dir / CRL_FILE
 
 
 def init_dock(ca_dir: Path, out_dir: Path, name: str, unit: str = "") -> Path:
@@ -148,6 +225,8 @@ def init_dock(ca_dir: Path, out_dir: Path, name: str, unit: str = "") -> Path:
     write_new(Path(out_dir) / DOCK_KEY, key_pem(key), 0o600)
     write_new(Path(out_dir) / DOCK_CERT, cert_pem(cert), 0o644)
     write_new(Path(out_dir) / CA_CERT, cert_pem(ca_cert), 0o644)
+    if (Path(ca_dir) / CRL_FILE).exists():
+        write_new(Path(out_dir) / CRL_FILE, (Path(ca_dir) / CRL_FILE).read_bytes(), 0o644)
     return Path(out_dir) / DOCK_CERT
 
 
