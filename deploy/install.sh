@@ -4,6 +4,7 @@
 #   sudo deploy/install.sh                  # on the Pi, from a checkout
 #   deploy/install.sh --root DIR --skip-apt --skip-venv   # stage files into DIR
 #   deploy/install.sh --dry-run             # print what would be done
+#   sudo deploy/install.sh --bench          # no Raspberry Pi archive: everything else
 #
 # Idempotent: re-running converges to the same state; it never overwrites an
 # existing /etc/bodycam/bodycam.toml (it holds the device ID) and never touches
@@ -17,6 +18,9 @@ Usage: install.sh [options]
                     systemctl start and no changes to this machine's users
   --skip-apt        do not install Debian packages
   --skip-venv       do not create the venv or pip-install the project
+  --bench           bench mode (also BODYCAM_BENCH=1): on an image without the
+                    Raspberry Pi apt archive, install everything except
+                    python3-picamera2 and python3-lgpio (no camera, no GPIO)
   --bench-console   also enable a login shell on the USB serial port (ttyGS0);
                     for bench units only, never for devices issued to officers
   --dry-run         print the actions instead of performing them
@@ -28,6 +32,8 @@ ROOT=/
 SKIP_APT=0
 SKIP_VENV=0
 BENCH_CONSOLE=0
+BENCH=0
+[ "${BODYCAM_BENCH:-0}" = 1 ] && BENCH=1
 DRY_RUN=0
 while [ "$#" -gt 0 ]; do
     case "$1" in
@@ -37,6 +43,7 @@ while [ "$#" -gt 0 ]; do
         --skip-apt) SKIP_APT=1; shift ;;
         --skip-venv) SKIP_VENV=1; shift ;;
         --bench-console) BENCH_CONSOLE=1; shift ;;
+        --bench) BENCH=1; shift ;;
         --dry-run) DRY_RUN=1; shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "install.sh: unknown option: $1" >&2; usage >&2; exit 2 ;;
@@ -63,8 +70,10 @@ MARK_END="# END bodycam"
 # picamera2/lgpio: Raspberry Pi archive; util-linux-extra: hwclock for the RTC rule;
 # pps-tools, i2c-tools, alsa-utils: bench checks (ppstest, i2cdetect, arecord);
 # python3-smbus2: the fuel gauge; libportaudio2: PortAudio under pip's sounddevice ([pi] extra).
-APT_PACKAGES=(python3-picamera2 python3-venv python3-pip python3-lgpio python3-smbus2 chrony
+APT_PACKAGES=(python3-venv python3-pip python3-smbus2 chrony
               ffmpeg libportaudio2 util-linux-extra pps-tools i2c-tools alsa-utils)
+# Only in the Raspberry Pi archive (archive.raspberrypi.com), neither in Debian nor on PyPI.
+PI_ARCHIVE_PACKAGES=(python3-picamera2 python3-lgpio)
 
 SOURCES=(deploy/boot/config.txt.snippet deploy/boot/modules-load.conf
          deploy/udev/90-bodycam-rtc.rules deploy/chrony/bodycam.conf
@@ -133,14 +142,44 @@ remove_serial_console() {
     fi
 }
 
+# apt_candidate PACKAGE: true if apt can install PACKAGE ("apt-cache policy" prints
+# nothing for a package no configured archive knows, "Candidate: (none)" for one
+# it knows but cannot install).
+apt_candidate() {
+    local candidate
+    candidate=$(apt-cache policy "$1" 2>/dev/null | awk '$1 == "Candidate:" { print $2; exit }')
+    [ -n "$candidate" ] && [ "$candidate" != "(none)" ]
+}
+
 install_packages() {
+    local packages=("${APT_PACKAGES[@]}") missing=() pkg
     if [ "$SKIP_APT" -eq 1 ]; then
         log "skipping apt (--skip-apt)"
         return 0
     fi
-    [ -z "${R}" ] || die "apt cannot install into --root $ROOT; add --skip-apt"
+    # --dry-run may show the apt plan for a --root (it only reads this machine's apt lists).
+    [ -z "${R}" ] || [ "$DRY_RUN" -eq 1 ] || die "apt cannot install into --root $ROOT; add --skip-apt"
     run apt-get update
-    run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${APT_PACKAGES[@]}"
+    for pkg in "${PI_ARCHIVE_PACKAGES[@]}"; do
+        apt_candidate "$pkg" || missing+=("$pkg")
+    done
+    if [ "${#missing[@]}" -eq 0 ]; then
+        packages+=("${PI_ARCHIVE_PACKAGES[@]}")
+    elif [ "$BENCH" -eq 1 ]; then
+        log "bench mode: not installing ${missing[*]} (no Raspberry Pi archive); no real camera or GPIO"
+        for pkg in "${PI_ARCHIVE_PACKAGES[@]}"; do
+            if apt_candidate "$pkg"; then packages+=("$pkg"); fi
+        done
+    else
+        die "apt has no installable ${missing[*]}: these come only from the Raspberry Pi archive" \
+            "(archive.raspberrypi.com, configured on Raspberry Pi OS in /etc/apt/sources.list.d/raspi.list)," \
+            "which this image does not have. python3-picamera2 drives the camera (libcamera)," \
+            "python3-lgpio the buttons, LEDs and vibration motor; neither is in Debian or on PyPI." \
+            "Install on Raspberry Pi OS Bookworm, add that archive, or re-run with --bench" \
+            "(or BODYCAM_BENCH=1) to install everything else for a bench unit without camera and GPIO." \
+            "Nothing has been installed."
+    fi
+    run env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
 }
 
 # The account the recorder runs as: no login, no home outside its state dir.
@@ -210,13 +249,18 @@ install_venv() {
         log "skipping venv and pip (--skip-venv)"
         return 0
     fi
-    [ -z "$R" ] || die "a venv cannot be relocated into --root $ROOT; add --skip-venv"
+    # --dry-run may show the venv plan for a --root (the venv itself is always $VENV).
+    [ -z "$R" ] || [ "$DRY_RUN" -eq 1 ] || die "a venv cannot be relocated into --root $ROOT; add --skip-venv"
     run install -d -m 0755 "$APP_DIR"
     # --system-site-packages: picamera2/libcamera come from apt, not PyPI.
     if [ ! -x "$VENV/bin/python" ]; then
         run python3 -m venv --system-site-packages "$VENV"
     fi
-    run "$VENV/bin/pip" install --upgrade "${SRC}[pi]"
+    # Exactly the locked set, every file checked against its hash ([pi] extra included:
+    # sounddevice, smbus2), then the project alone: no dependency resolved at install
+    # time, no unhashed build backend (setuptools is in the lock).
+    run "$VENV/bin/pip" install --disable-pip-version-check --require-hashes -r "$SRC/requirements.lock"
+    run "$VENV/bin/pip" install --disable-pip-version-check --no-deps --no-build-isolation --upgrade "$SRC"
 }
 
 enable_units() {
@@ -248,8 +292,12 @@ preflight() {
     for f in "${SOURCES[@]}"; do
         require_file "$SRC/$f"
     done
-    [ -f "$R/boot/firmware/config.txt" ] ||
-        die "$R/boot/firmware/config.txt not found: is this Raspberry Pi OS Bookworm?"
+    [ "$SKIP_VENV" -eq 1 ] || require_file "$SRC/requirements.lock"
+    if [ ! -f "$R/boot/firmware/config.txt" ]; then
+        [ "$BENCH" -eq 1 ] ||
+            die "$R/boot/firmware/config.txt not found: is this Raspberry Pi OS Bookworm?"
+        log "bench mode: no /boot/firmware/config.txt; the boot overlays are left out"
+    fi
 }
 
 main() {
@@ -268,7 +316,9 @@ main() {
         /etc/NetworkManager/system-connections/bodycam-dock.nmconnection
     install_file 0644 "$SRC/deploy/systemd/bodycam-gadget.service" /etc/systemd/system/bodycam-gadget.service
     install_file 0644 "$SRC/deploy/systemd/bodycam.service" /etc/systemd/system/bodycam.service
-    replace_block "$R/boot/firmware/config.txt" "$SRC/deploy/boot/config.txt.snippet"
+    if [ -f "$R/boot/firmware/config.txt" ]; then
+        replace_block "$R/boot/firmware/config.txt" "$SRC/deploy/boot/config.txt.snippet"
+    fi
     remove_serial_console
     enable_units
     log "done; reboot to load the overlays (dwc2, i2c-rtc, pps-gpio, i2s)"

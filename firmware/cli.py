@@ -46,6 +46,20 @@ def _version() -> str:
         return "unknown (not installed)"
 
 
+class _ShowVersion(argparse.Action):
+    """``--version``: looked up only when asked (importlib.metadata costs every other run
+    start-up time and memory)."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS,
+                 default: str = argparse.SUPPRESS, help: str = "show the version and exit") -> None:
+        super().__init__(option_strings, dest, nargs=0, default=default, help=help)
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace,
+                 values: object, option_string: str | None = None) -> None:
+        print(f"{parser.prog} {_version()}")
+        parser.exit()
+
+
 def _seconds(text: str) -> float:
     """A duration: a finite number of seconds greater than zero."""
     import math
@@ -114,7 +128,7 @@ def build_parser() -> argparse.ArgumentParser:
     common.add_argument("-q", "--quiet", action="count", default=0,
                         help="less log output on stderr (errors only)")
     p = _Parser(prog=PROG, description="Body-worn camera recording service.")
-    p.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    p.add_argument("--version", action=_ShowVersion)
     # the same options before the command (``bodycam -v status``); merged in main()
     p.add_argument("-v", "--verbose", dest="global_verbose", action="count", default=0,
                    help="more log output on stderr (-vv: debug)")
@@ -148,6 +162,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     from firmware import evidence_cli
     evidence_cli.add_subcommands(sub)
+    from firmware import shift_report
+    shift_report.add_subcommands(sub)
 
     _add_service_commands(sub, common)
     from firmware import dock_cli

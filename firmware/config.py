@@ -177,7 +177,7 @@ SECTIONS: dict[str, str] = {
     "time": "firmware.timesync:TimeConfig",
     "service": "firmware.service_config:ServiceConfig",
     "gadget": "hw.usb_gadget:GadgetSettings",   # also read by the root gadget unit
-    "dock": "firmware.dock_link:DockSettings",
+    "dock": "firmware.dock_settings:DockSettings",
 }
 
 

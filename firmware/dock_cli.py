@@ -24,7 +24,8 @@ def _serve(args: argparse.Namespace) -> int:
     from common.clock import SystemWallClock
     from firmware import config as config_mod
     from firmware.cli import _evidence_open_failed, error
-    from firmware.dock_link import DockLink, DockLinkError, DockSettings
+    from firmware.dock_link import DockLink, DockLinkError
+    from firmware.dock_settings import DockSettings
     from firmware.evidence import open_evidence
     from recorder.identity import PRIVATE_KEY_NAME, IdentityError
     from recorder.journal import JournalError

@@ -14,12 +14,25 @@ A script is one event per line, at a time from power-on (``MM:SS`` or ``HH:MM:SS
     08:00 storage free 100MB       # or: storage free normal
     09:00 status                   # on-demand self-check
     09:30 dock / 09:40 undock
+    12:00 power cut                # the power goes: the device process is killed there
+    12:30 power on                 # boots again on the same evidence directory and key
     end 60:00
 
 The service runs on the virtual clock (``SimTime(realtime=False)``) with
 gpiozero MockFactory pins that this runner drives at the scripted instants
 (at the loop's frame granularity, one edge per button per frame), so the journal and recordings are exactly
 what the device would produce. Bad lines are refused with their line number.
+
+``power cut`` / ``power on``: every power-on until a cut runs the service in a child
+process, which the runner SIGKILLs when the virtual clock reaches the cut (at loop
+granularity): no shutdown record, no closing or flushing of files, whatever the process had
+not yet written to the kernel is lost and open segments stay ``.part`` files. (A SIGKILL
+keeps what the kernel had already been given; a real cut can lose that too unless it was
+fsynced, which the simulation does not model.) ``power on`` then builds the service again
+on the same evidence directory and key: a fresh monotonic clock (a reboot), the wall clock
+at the script time, a full battery, the storage as last scripted; salvage
+(``recorder.salvage``) and the reason prompt happen as on the device. Every cut needs a
+``power on`` after it, and nothing but ``power on`` may come while the power is off.
 """
 from __future__ import annotations
 
@@ -27,11 +40,12 @@ import argparse
 import logging
 import re
 import sys
+import time
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Callable
 
 if TYPE_CHECKING:
     from firmware.service_config import ServiceConfig
@@ -124,7 +138,24 @@ def parse(text: str, base_dir: Path = Path(".")) -> Scenario:
         raise ScenarioError("script has no 'end MM:SS' line")
     if events and events[-1].at_s > end:
         raise ScenarioError(f"line {events[-1].line}: event after the end time")
+    _check_power(events)
     return Scenario(events, end, overrides, base_dir)
+
+
+def _check_power(events: list[Event]) -> None:
+    off: Event | None = None
+    for e in events:
+        if e.action == "power-on":
+            if off is None:
+                raise ScenarioError(f"line {e.line}: 'power on' without a 'power cut' before it")
+            off = None
+        elif off is not None:
+            raise ScenarioError(f"line {e.line}: the power is off (cut on line {off.line}); "
+                                "'power on' first")
+        elif e.action == "power-cut":
+            off = e
+    if off is not None:
+        raise ScenarioError(f"line {off.line}: 'power cut' needs a 'power on' after it")
 
 
 def _event(at: float, w: list[str], n: int, base: Path) -> Event:
@@ -164,6 +195,8 @@ def _event(at: float, w: list[str], n: int, base: Path) -> Event:
         return Event(at, "storage", (int(m.group(1)) * 1024 * 1024,), n)
     if verb in ("status", "dock", "undock") and len(w) == 1:
         return Event(at, verb, (), n)
+    if verb == "power" and len(w) == 2 and w[1] in ("cut", "on"):
+        return Event(at, f"power-{w[1]}", (), n)
     raise ScenarioError(f"line {n}: cannot understand {' '.join(w)!r}")
 
 
@@ -184,30 +217,86 @@ class ScenarioResult:
 def run(scenario: Scenario, out: Path, key_dir: Path | None = None,
         base_cfg: dict[str, dict[str, Any]] | None = None,
         service_cfg: ServiceConfig | None = None) -> ScenarioResult:
-    """Run a parsed scenario into the evidence directory ``out`` (the device key goes beside it)."""
+    """Run a parsed scenario into the evidence directory ``out`` (the device key goes beside it).
+
+    Each power-on up to a ``power cut`` runs in a child process that is killed at the cut;
+    the last one runs here and shuts down cleanly at the end."""
+    from firmware import config as config_mod
+    from firmware.service_config import ServiceConfig
+    from recorder import identity
+    from recorder.journal import iter_records
+    from recorder.verify import verify_directory
+
+    data = {k: dict(v) for k, v in (base_cfg or {}).items()}
+    svc_over = dict(scenario.overrides.get("service", {}))
+    for sec, table in scenario.overrides.items():
+        if sec != "service":
+            data.setdefault(sec, {}).update(table)
+    cfg = config_mod.validate(data, "scenario")
+    sc = service_cfg or ServiceConfig.from_mapping(svc_over)
+    key_dir = key_dir or out.parent / (out.name + "-key")
+    cues: list[str] = []
+    for boot in _boots(scenario):
+        if boot.cut:
+            cues += _power_cut_boot(boot, cfg, sc, out, key_dir)
+        else:
+            cues += _power_on(boot, cfg, sc, out, key_dir, None)
+    public_pem = identity.FileSigner.load(key_dir).public_key_pem()
+    result = verify_directory(out, public_pem)
+    counts = Counter(r.type for r in iter_records(out / "journal.log"))
+    return ScenarioResult(out, key_dir, result, counts, cues)
+
+
+@dataclass(frozen=True)
+class _Boot:
+    """One power-on: from ``start_s`` (script time) to a power cut or the end at ``stop_s``."""
+    start_s: float
+    stop_s: float
+    cut: bool
+    events: tuple[Event, ...]      # the events scripted while it is on
+    storage_free: int | None       # the storage as last scripted before it
+
+
+def _boots(scenario: Scenario) -> list[_Boot]:
+    boots: list[_Boot] = []
+    mine: list[Event] = []
+    start = 0.0
+    storage: int | None = None
+    first_storage: int | None = None
+    for e in scenario.events:
+        if e.action == "power-cut":
+            boots.append(_Boot(start, e.at_s, True, tuple(mine), first_storage))
+            mine = []
+        elif e.action == "power-on":
+            start, first_storage = e.at_s, storage
+        else:
+            mine.append(e)
+            if e.action == "storage":
+                storage = e.args[0]
+    boots.append(_Boot(start, scenario.end_s, False, tuple(mine), first_storage))
+    return boots
+
+
+def _power_on(boot: _Boot, cfg: dict[str, dict[str, Any]], sc: ServiceConfig, out: Path,
+              key_dir: Path, cut: Callable[[list[str]], None] | None) -> list[str]:
+    """Boot the service on ``out`` and run it to ``boot.stop_s``; the cues it played.
+
+    With ``cut``, the run is not ended: ``cut(cues)`` is called from inside the loop at the
+    cut instant and must not return (the process is killed there)."""
     from gpiozero.pins.mock import MockFactory
 
     from firmware import config as config_mod
     from firmware import hardware
-    from firmware.service_config import ServiceConfig
-    from recorder.journal import iter_records
-    from recorder.verify import verify_directory
     from sim.battery import SimulatedBattery
 
-    data = {k: dict(v) for k, v in (base_cfg or {}).items()}
-    svc_over = dict(scenario.overrides.pop("service", {})) if "service" in scenario.overrides else {}
-    for sec, table in scenario.overrides.items():
-        data.setdefault(sec, {}).update(table)
-    cfg = config_mod.validate(data, "scenario")
-    sc = service_cfg or ServiceConfig.from_mapping(svc_over)
-    key_dir = key_dir or out.parent / (out.name + "-key")
+    at0 = boot.start_s
     devices = hardware.simulated(
-        cfg, realtime=False, start_ns=10 * NS, wall_start_ns=WALL_START_NS,
-        camera_stalls=[(e.at_s, e.args[0]) for e in scenario.events if e.action == "camera-stall"],
-        speech=[(e.at_s, e.args[2]) for e in scenario.events
+        cfg, realtime=False, start_ns=10 * NS, wall_start_ns=WALL_START_NS + int(at0 * NS),
+        camera_stalls=[(e.at_s - at0, e.args[0]) for e in boot.events if e.action == "camera-stall"],
+        speech=[(e.at_s - at0, e.args[2]) for e in boot.events
                 if e.action == "hold" and e.args[2] is not None])
-    origin = devices.timebase.now_ns()
-    storage: dict[str, int | None] = {"free": None}
+    origin = devices.timebase.now_ns() - int(at0 * NS)   # script time 0, on this boot's clock
+    storage: dict[str, int | None] = {"free": boot.storage_free}
     board = hardware.board(cfg, devices, sim=True,
                            storage_free=lambda: storage["free"] if storage["free"] is not None
                            else service.ev.store.free_bytes())
@@ -216,11 +305,11 @@ def run(scenario: Scenario, out: Path, key_dir: Path | None = None,
     service = hardware.build_service(cfg, devices, out, key_dir, sim=True, provision=True,
                                      board_=board, service_cfg=sc, boot_extra={"scenario": True},
                                      journal_config=False)
-    evidence = service.ev
     controls = config_mod.section(cfg, "controls")
     pins = {"record": factory.pin(controls.record_pin), "mark": factory.pin(controls.mark_pin)}
-    edges = _edges(scenario.events)
-    others = [e for e in scenario.events if e.action not in ("press", "hold", "camera-stall")]
+    edges = _edges(list(boot.events))
+    others = [e for e in boot.events if e.action not in ("press", "hold", "camera-stall")]
+    stop_ns = origin + int(boot.stop_s * NS)
 
     def tick(now: int) -> None:
         # at most one edge per button per loop turn: two edges of one button in the same turn
@@ -246,17 +335,68 @@ def run(scenario: Scenario, out: Path, key_dir: Path | None = None,
                 service.dock()
             elif e.action == "undock":
                 service.undock()
+        if cut is not None and now >= stop_ns:
+            log.warning("scenario: power cut at %.1f s", boot.stop_s)
+            cut(list(service.cues))
+            raise RuntimeError("the power cut returned")
 
     service.tick_hooks.append(tick)
+    if cut is not None:
+        service.boot()
+        service.run()   # ends only in tick(): the process is killed at the cut
+        raise RuntimeError("the service stopped before the power cut")
     try:
         service.boot()
-        service.run(until_ns=origin + int(scenario.end_s * NS))
+        service.run(until_ns=stop_ns)
     finally:
         service.shutdown("stop")
         factory.reset()
-    result = verify_directory(out, evidence.signer.public_key_pem())
-    counts = Counter(r.type for r in iter_records(out / "journal.log"))
-    return ScenarioResult(out, key_dir, result, counts, service.cues)
+    return service.cues
+
+
+def _power_cut_boot(boot: _Boot, cfg: dict[str, dict[str, Any]], sc: ServiceConfig, out: Path,
+                    key_dir: Path) -> list[str]:
+    """Run ``boot`` in a child process and SIGKILL it at the cut; the cues it played."""
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")   # a fresh interpreter: nothing shared to tidy up
+    receive, send = ctx.Pipe(duplex=False)
+    child = ctx.Process(target=_device_process, name="bodycam-scenario-device",
+                        args=(send, boot, cfg, sc, out, key_dir, logging.getLogger().level,
+                              next((h.formatter._fmt for h in logging.getLogger().handlers
+                                    if h.formatter is not None), None)))
+    child.start()
+    send.close()
+    try:
+        try:
+            cues: list[str] = receive.recv()   # the child is at the cut instant
+        except EOFError:
+            child.join()
+            raise RuntimeError(f"the simulated device died before its power cut at {boot.stop_s:.1f} s "
+                               f"(exit code {child.exitcode})") from None
+        child.kill()   # SIGKILL: no shutdown, no finally, no flush, no atexit
+        child.join()
+        log.info("scenario: device process %d killed at the power cut", child.pid)
+        return cues
+    finally:
+        receive.close()
+        if child.is_alive():
+            child.kill()
+            child.join()
+
+
+def _device_process(conn: Any, boot: _Boot, cfg: dict[str, dict[str, Any]], sc: ServiceConfig,
+                    out: Path, key_dir: Path, log_level: int, log_format: str | None) -> None:
+    """The child: the device, running until its power is cut (then it waits to be killed)."""
+    logging.basicConfig(level=log_level or logging.WARNING, stream=sys.stderr,
+                        format=log_format or logging.BASIC_FORMAT)
+
+    def cut(cues: list[str]) -> None:
+        conn.send(cues)
+        while True:          # frozen at the cut instant until the runner kills the process
+            time.sleep(3600)
+
+    _power_on(boot, cfg, sc, out, key_dir, cut)
 
 
 def _edges(events: list[Event]) -> list[tuple[float, str, bool]]:
@@ -301,7 +441,19 @@ def run_file(path: Path, out: Path, config_path: Path | None = None) -> int:
         return 2
     result = run(scenario, out, base_cfg=base)
     print(result.summary())
+    print(f"report: {write_report(result)}")
     return 0 if result.verification.ok else 1
+
+
+def write_report(result: ScenarioResult) -> Path:
+    """The shift report beside the evidence directory (never in it): ``OUT-report.svg`` (timeline)
+    and ``OUT-report.txt`` (what the journal proves), see ``firmware.shift_report``."""
+    from firmware import shift_report
+    from recorder.identity import PUBLIC_KEY_NAME
+    svg = result.out.parent / (result.out.name + "-report.svg")
+    summary = shift_report.write_report(result.out, result.key_dir / PUBLIC_KEY_NAME, svg)
+    svg.with_suffix(".txt").write_text(shift_report.summary_text(summary) + "\n")
+    return svg
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """deploy/: shellcheck, a real install.sh run into a temporary root, the systemd units.
 
-install.sh runs for real with --root (it creates the service user with
+install.sh is run the documented way (executed directly, not through bash) and
+for real with --root (it creates the service user with
 useradd --root, places files, edits config.txt/cmdline.txt, enables the units
 with systemctl --root); only apt and the venv, which cannot target another
 root, are skipped.  Nothing on this machine is touched.
@@ -13,6 +14,7 @@ import re
 import shutil
 import stat
 import subprocess
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -52,7 +54,7 @@ def make_pi_root(root: Path) -> Path:
 
 
 def install(root: Path, *extra: str) -> subprocess.CompletedProcess:
-    return subprocess.run(["bash", str(INSTALL), "--root", str(root), "--skip-apt", "--skip-venv", *extra],
+    return subprocess.run([str(INSTALL), "--root", str(root), "--skip-apt", "--skip-venv", *extra],
                           capture_output=True, text=True)
 
 
@@ -280,3 +282,119 @@ def test_boot_config_and_default_pins_do_not_collide():
     readme = (REPO / "hw/README.md").read_text()
     for name, pin in pins.items():
         assert re.search(rf"\|\s*{pin}\s*\|[^\n]*{name}", readme), f"{name} on GPIO {pin} not in hw/README.md"
+
+
+def test_install_sh_runs_as_documented_with_its_execute_bit():
+    """`sudo deploy/install.sh` executes the file: it needs its execute bit, in git too."""
+    assert os.access(INSTALL, os.X_OK), "deploy/install.sh is not executable"
+    if (REPO / ".git").exists() and shutil.which("git"):
+        staged = subprocess.run(["git", "ls-files", "-s", "deploy/install.sh"], cwd=REPO,
+                                capture_output=True, text=True, check=True).stdout
+        assert staged.startswith("100755 "), f"git records deploy/install.sh as {staged.split()[:1]}"
+    result = subprocess.run([str(INSTALL), "--help"], capture_output=True, text=True)
+    assert result.returncode == 0 and "Usage: install.sh" in result.stdout, result.stderr
+
+
+PI_ARCHIVE = ("python3-picamera2", "python3-lgpio")
+APT_CACHE_STUB = """#!/bin/sh
+# apt-cache policy as apt prints it: nothing for a package no archive knows.
+echo "$*" >> "$STUB_LOG"
+[ "$1" = policy ] || exit 1
+shift
+for pkg; do
+    case " $STUB_APT_AVAILABLE " in
+        *" $pkg "*) printf '%s:\\n  Installed: (none)\\n  Candidate: 1.0-1\\n' "$pkg" ;;
+    esac
+done
+"""
+
+
+def apt_install(tmp_path: Path, root: Path, available: list[str], *extra: str,
+                env: dict[str, str] | None = None) -> tuple[subprocess.CompletedProcess, str]:
+    """install.sh --dry-run with apt, against a stub apt-cache first on PATH."""
+    stub = tmp_path / "stub-bin"
+    stub.mkdir(exist_ok=True)
+    (stub / "apt-cache").write_text(APT_CACHE_STUB)
+    (stub / "apt-cache").chmod(0o755)
+    log = tmp_path / "apt-cache.log"
+    environ = {**os.environ, **(env or {}), "PATH": f"{stub}:{os.environ['PATH']}",
+               "STUB_LOG": str(log), "STUB_APT_AVAILABLE": " ".join(available)}
+    result = subprocess.run([str(INSTALL), "--root", str(root), "--skip-venv", "--dry-run", *extra],
+                            capture_output=True, text=True, env=environ)
+    return result, log.read_text() if log.exists() else ""
+
+
+def apt_install_line(stdout: str) -> str:
+    lines = [line for line in stdout.splitlines() if " apt-get install " in line]
+    assert len(lines) == 1, stdout
+    return lines[0]
+
+
+def test_apt_installs_the_pi_archive_packages_when_the_archive_is_there(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    result, queried = apt_install(tmp_path, root, ["ffmpeg", *PI_ARCHIVE])
+    assert result.returncode == 0, result.stderr
+    assert "policy python3-picamera2" in queried and "policy python3-lgpio" in queried
+    assert result.stdout.index("+ apt-get update") < result.stdout.index("apt-get install")
+    packages = apt_install_line(result.stdout).split()
+    for pkg in (*PI_ARCHIVE, "ffmpeg", "chrony", "libportaudio2", "python3-venv"):
+        assert pkg in packages, pkg
+
+
+def test_no_pi_archive_stops_before_any_change_and_says_why(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    result, queried = apt_install(tmp_path, root, ["ffmpeg"])
+    assert result.returncode == 1
+    assert "policy python3-picamera2" in queried
+    message = result.stderr
+    assert "python3-picamera2 python3-lgpio" in message
+    assert "Raspberry Pi archive" in message and "archive.raspberrypi.com" in message
+    assert "camera" in message and "--bench" in message and "BODYCAM_BENCH=1" in message
+    assert "apt-get install" not in result.stdout and "useradd" not in result.stdout
+
+
+@pytest.mark.parametrize("how", ["flag", "env"])
+def test_bench_mode_installs_everything_else_without_the_pi_archive(tmp_path, how):
+    root = make_pi_root(tmp_path / "root")
+    extra, env = (["--bench"], None) if how == "flag" else ([], {"BODYCAM_BENCH": "1"})
+    result, _ = apt_install(tmp_path, root, ["ffmpeg"], *extra, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "bench mode: not installing python3-picamera2 python3-lgpio" in result.stdout
+    packages = apt_install_line(result.stdout).split()
+    assert not set(PI_ARCHIVE) & set(packages)
+    for pkg in ("ffmpeg", "chrony", "libportaudio2", "python3-venv", "util-linux-extra"):
+        assert pkg in packages, pkg
+    assert "+ useradd --root" in result.stdout                       # and the rest of the install
+    assert "would update the bodycam block" in result.stdout
+
+
+def test_bench_mode_tolerates_an_image_without_the_pi_boot_partition(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    (root / "boot/firmware/config.txt").unlink()
+    result = install(root, "--dry-run", "--bench")
+    assert result.returncode == 0, result.stderr
+    assert "boot overlays are left out" in result.stdout
+    assert "bodycam block" not in result.stdout
+
+
+def test_venv_gets_exactly_the_hash_locked_set(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    result = subprocess.run([str(INSTALL), "--root", str(root), "--skip-apt", "--dry-run"],
+                            capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    pips = [line for line in result.stdout.splitlines() if "/bin/pip install" in line]
+    assert len(pips) == 2, result.stdout
+    assert "--require-hashes -r " + str(REPO / "requirements.lock") in pips[0]
+    assert "--no-deps" in pips[1] and "--no-build-isolation" in pips[1]
+    assert pips[1].endswith(" " + str(REPO)) and "[pi]" not in result.stdout
+
+
+def test_lock_pins_the_pi_extra_with_hashes():
+    """install.sh installs requirements.lock: the [pi] extra must be in it, hashed."""
+    lock = (REPO / "requirements.lock").read_text()
+    assert "--extra=pi" in lock.split("\n\n")[0], "regenerate the lock with --extra=pi (see its header)"
+    pins = dict(re.findall(r"^([a-z0-9][a-z0-9._-]*)==(\S+) \\\n\s+--hash=sha256:", lock, re.M))
+    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["pi"]
+    for requirement in extra:
+        name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0).lower()
+        assert name in pins, f"{name} ([pi] extra) is not hash-locked in requirements.lock"
