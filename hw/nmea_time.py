@@ -531,14 +531,7 @@ def _parse_gga(msg: pynmea2.NMEASentence) -> _Parsed:
         raise ValueError(f"bad GGA quality {quality}")
     if quality not in FIX_QUALITIES:
         quality = 0 if quality == 0 else -quality   # estimated/manual/simulated: no fix
-    position = _position(msg) if quality > 0 else None
-    if quality > 0 and position is None:
-        raise ValueError("GGA with fix but no position")
-    sats = _optional_int(_field(msg, "num_sats"))
-    if sats is not None and not 0 <= sats <= 999:
-        raise ValueError(f"bad satellite count {sats}")
-    return _Parsed(tod, None, quality, position, sats,
-                   _optional_float(_field(msg, "horizontal_dil")), leap)
+    return _fix(msg, "GGA", tod, leap, quality, "horizontal_dil")
 
 
 def _parse_gns(msg: pynmea2.NMEASentence) -> _Parsed:
@@ -554,13 +547,20 @@ def _parse_gns(msg: pynmea2.NMEASentence) -> _Parsed:
         quality = fixes[0]
     else:   # no constellation has a fix: the first that says why (estimated, manual...), else 0
         quality = next((GNS_NO_FIX_MODES[c] for c in mode if c != "N"), 0)
+    return _fix(msg, "GNS", tod, leap, quality, "hdop")
+
+
+def _fix(msg: pynmea2.NMEASentence, kind: str, tod: dt.time | None, leap: bool, quality: int,
+         hdop_field: str) -> _Parsed:
+    """What GGA and GNS share once their fix quality is known: position (required with a
+    fix), satellite count and HDOP, checked the same way for both."""
     position = _position(msg) if quality > 0 else None
     if quality > 0 and position is None:
-        raise ValueError("GNS with fix but no position")
+        raise ValueError(f"{kind} with fix but no position")
     sats = _optional_int(_field(msg, "num_sats"))
     if sats is not None and not 0 <= sats <= 999:
         raise ValueError(f"bad satellite count {sats}")
-    return _Parsed(tod, None, quality, position, sats, _optional_float(_field(msg, "hdop")), leap)
+    return _Parsed(tod, None, quality, position, sats, _optional_float(_field(msg, hdop_field)), leap)
 
 
 def _parse_zda(msg: pynmea2.NMEASentence) -> _Parsed:

@@ -1,20 +1,15 @@
 import os
-import sys
 from pathlib import Path
 
 import pytest
 from hypothesis import settings
 
-# The dock station is not an installed package: it lives in deploy/dock (any test file may
-# import it, whichever files a run selects).
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "deploy" / "dock"))
-
-from common.clock import SimulatedWallClock  # noqa: E402
-from recorder.encode import VideoSettings  # noqa: E402
-from recorder.pipeline import Pipeline, PipelineSettings  # noqa: E402
-from sim.camera import CameraFaults, SimCamera  # noqa: E402
-from sim.clock import SimTime  # noqa: E402
-from sim.microphone import MicFaults, SimMicrophone  # noqa: E402
+from common.clock import SimulatedWallClock
+from recorder.encode import VideoSettings
+from recorder.pipeline import Pipeline, PipelineSettings
+from sim.camera import CameraFaults, SimCamera
+from sim.clock import SimTime
+from sim.microphone import MicFaults, SimMicrophone
 
 # ------------------------------------------------------------------ CI switches
 #

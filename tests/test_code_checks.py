@@ -28,8 +28,7 @@ def test_mypy():
 
 
 def test_import_contracts():
-    # the station is not installed as a package: it is put on the path as deploy/dock
-    r = _run(str(BIN / "lint-imports"), "--no-cache", extra_env={"PYTHONPATH": str(REPO / "deploy" / "dock")})
+    r = _run(str(BIN / "lint-imports"), "--no-cache")
     assert r.returncode == 0 and "0 broken" in r.stdout, r.stdout + r.stderr
 
 
@@ -38,8 +37,7 @@ def test_import_contracts_can_fail(tmp_path):
     probe = REPO / "recorder" / "_contract_probe.py"
     probe.write_text("import sim.camera  # a forbidden arrow, written only for this test\n")
     try:
-        r = _run(str(BIN / "lint-imports"), "--no-cache",
-                 extra_env={"PYTHONPATH": str(REPO / "deploy" / "dock")})
+        r = _run(str(BIN / "lint-imports"), "--no-cache")
     finally:
         probe.unlink()
     assert r.returncode != 0

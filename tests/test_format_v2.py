@@ -17,6 +17,7 @@ from recorder import records, verify
 from recorder.journal import JOURNAL_NAME
 from sim.scenario import parse, run
 from tests.media_fixture import new_device, record_session
+from tests.test_service_controls import HEADER  # the same small, fast device
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -82,15 +83,7 @@ def test_sim_recording_journal_is_integer_only(tmp_path):
     assert verify.verify_directory(out, (tmp_path / "key" / "device-key.pub.pem").read_bytes()).ok
 
 
-SHIFT = """
-set video.width 160
-set video.height 120
-set video.fps 10
-set audio.sample_rate 16000
-set segment.seconds 10
-set service.prebuffer_s 5.0
-set service.warmup_s 0.5
-00:02 status
+SHIFT = HEADER + """00:02 status
 00:05 double-press record
 00:08 press mark
 00:12 camera stall 3s
