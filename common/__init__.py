@@ -16,5 +16,5 @@ The arrows (checked by ``tests/test_layering.py``)::
         └──────> sim (only through firmware.hardware, the one place that builds a device)
     sim ──> hw, recorder, common (and firmware: the scenario runner drives the service)
     recorder's evidence-format modules ──> common only (never its media modules)
-    deploy/dock/dockstation ──> recorder's evidence-format modules, common
+    station ─────────────────> recorder's evidence-format modules, common
 """

@@ -10,7 +10,9 @@ venv="$repo/.venv"
 # systemd-analyze (unit files), openssl + coreutils for the evidence recipe, passwd (useradd)
 # and mount for the install and storage tests, iproute2 for the dock network namespaces.
 apt_packages=(ffmpeg chrony espeak-ng sox shellcheck iproute2 tesseract-ocr tesseract-ocr-eng python3-venv time
-              systemd openssl coreutils passwd mount)
+              systemd openssl coreutils passwd mount
+              postgresql fonts-noto-cjk poppler-utils libpango-1.0-0 libpangoft2-1.0-0
+              chromium)   # npm (with Node.js) is on the machine already: the station web assets (below)
 
 missing=()
 for pkg in "${apt_packages[@]}"; do
@@ -32,4 +34,11 @@ if [ ! -x "$venv/bin/python" ] || [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; 
   "$venv/bin/pip" install -q --disable-pip-version-check --require-hashes -r "$lock" >&2
   "$venv/bin/pip" install -q --disable-pip-version-check --no-deps --no-build-isolation -e "$repo" >&2
   echo "$want" > "$stamp"
+fi
+# The station's front-end packages (hls.js), exactly as locked, from the npm registry.
+web="$repo/station/web"
+if [ ! -f "$web/node_modules/.package-lock.json" ] || ! cmp -s "$web/package-lock.json" "$web/node_modules/.station-lock"; then
+  echo "bootstrap: npm ci in $web" >&2
+  (cd "$web" && npm ci --no-audit --no-fund --ignore-scripts --loglevel=error >&2)
+  cp "$web/package-lock.json" "$web/node_modules/.station-lock"
 fi

@@ -22,6 +22,10 @@ What is served, and nothing else:
   Only files served in full *in this TLS session* are purged (bytes served are
   counted per file per connection); the rest of the receipt is refused by name.
 * ``POST /v1/crl``: the agency's current CRL (kept if the CA signed it and it is newer).
+* ``POST /v1/assignment``: a dock-signed assignment of the device to an officer, or its
+  release (check-out / check-in at the station, D12; ``firmware.handover``). Checked like a
+  receipt (agency dock of this session, signature, this device, this session's nonce) and
+  journaled (``assignment`` / ``assignment-end``, refused: ``assignment-refused``).
 
 The paths and every JSON body (manifest, answers, refusals) are defined once, for this
 end and the dock station's, in ``recorder.dock_protocol``.
@@ -68,6 +72,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from firmware.dock_settings import DockSettings as DockSettings  # re-exported: the link is built from it
+from firmware.handover import Handover
+from recorder import assignment as assignment_mod
 from recorder import dock_protocol as protocol
 from recorder import receipt, records
 from recorder.journal import JOURNAL_NAME, JournalError
@@ -86,7 +92,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-_CHUNK = 256 * 1024
+_CHUNK = 1 << 20                  # bytes per read and TLS write of a served file (one reused buffer)
 ACCEPT_BACKOFF_MIN_S = 0.05       # accept() failing (EMFILE, ...): sleep, doubling up to the max
 ACCEPT_BACKOFF_MAX_S = 1.0
 HANDSHAKE_GRACE_S = 0.1           # a pending handshake younger than this is never evicted
@@ -409,6 +415,11 @@ class _Handler(BaseHTTPRequestHandler):
             if body is not None:
                 self._json(*self.server.link.install_crl(body, self.dock_id))
             return
+        if path == protocol.ASSIGNMENT_PATH:
+            body = self._body(protocol.MAX_ASSIGNMENT_BYTES)
+            if body is not None:
+                self._json(*self.server.link.accept_assignment(body, self.dock_id, self.nonces))
+            return
         if path != protocol.RECEIPT_PATH:
             return self._write_attempt()
         body = self._body(protocol.MAX_RECEIPT_BYTES)
@@ -464,6 +475,21 @@ class _Handler(BaseHTTPRequestHandler):
                 merged.append([a, b])
         self.served[rel] = merged[:64]
 
+    def _buffer(self) -> bytearray:
+        """This connection's read buffer for file bodies (one, reused: no allocation per chunk)."""
+        buf: bytearray | None = getattr(self, "_read_buf", None)
+        if buf is None:
+            buf = self._read_buf = bytearray(_CHUNK)
+        return buf
+
+    def _cork(self, on: bool) -> bool:
+        """TCP_CORK on the connection (Linux); False where it is not available."""
+        try:
+            socket.socket.setsockopt(self.request, socket.IPPROTO_TCP, socket.TCP_CORK, int(on))
+        except (AttributeError, OSError):
+            return False
+        return True
+
     def _get_file(self, rel: str) -> None:
         link = self.server.link
         if not records.safe_relpath(rel):
@@ -495,16 +521,23 @@ class _Handler(BaseHTTPRequestHandler):
             if header:
                 self.send_header("Content-Range", f"bytes {start}-{end - 1}/{size}" if end > start
                                  else f"bytes */{size}")
+            # the body goes out corked: the 16 KiB TLS records leave in full-size TCP segments
+            # (fewer packets for both ends to handle); uncorking in the end flushes the tail
+            corked = self._cork(True) if end - start > _CHUNK else False
             self.end_headers()
             pos = start
             try:
+                buf = self._buffer()
+                view = memoryview(buf)
                 while pos < end:
-                    chunk = os.pread(fd, min(_CHUNK, end - pos), pos)
-                    if not chunk:
+                    n = os.preadv(fd, [view[:min(_CHUNK, end - pos)]], pos)
+                    if not n:
                         break
-                    self.wfile.write(chunk)
-                    pos += len(chunk)
+                    self.request.sendall(view[:n])
+                    pos += n
             finally:
+                if corked:
+                    self._cork(False)
                 if rel != JOURNAL_NAME:
                     self._count_served(rel, size, start, pos)
         finally:
@@ -547,6 +580,7 @@ class DockLink:
         self.key_file = Path(settings.key_file or key_file or "")
         self.ca_cert: x509.Certificate | None = None
         self.refusals = RefusalJournal(evidence.journal)
+        self.handover = Handover(evidence.journal)
         self._crl: x509.CertificateRevocationList | None = None
         self._revoked: frozenset[int] = frozenset()
         self._crl_lock = threading.Lock()
@@ -699,6 +733,13 @@ class DockLink:
             receipt_seq=result.receipt_seq, purge_seq=result.purge_seq,
             removed=tuple(f.path for f in result.removed), not_removed=tuple(result.not_removed),
             not_served=tuple(result.refused), bytes_freed=result.bytes_freed)
+
+    def accept_assignment(self, wire: bytes, dock_id: str | None, nonces: receipt.NonceBook
+                          ) -> tuple[int, protocol.AssignmentAccepted | protocol.AssignmentRefusal]:
+        """A signed assignment or release from this session (its ``nonces``): journaled, answered."""
+        validator = assignment_mod.AssignmentValidator(self.evidence.journal.device_id, self.ca, nonces,
+                                                       self.is_revoked)
+        return self.handover.accept(wire, validator, dock_id)
 
     def journal_refused_read(self, rel: str, dock_id: str | None) -> None:
         self.refusals.note(records.TAMPER_ATTEMPT, "dock-read-outside", f"dock:{dock_id}",

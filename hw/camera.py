@@ -15,9 +15,17 @@ class FramePool:
     A fresh 3 MB array per 1080p frame means a malloc/free (and, with the pinned
     mmap threshold of ``firmware/memory.py``, an mmap and its page faults) 30 times
     a second; a ring of a few buffers costs nothing after start-up.
+
+    Reuse rule: a frame's buffer stays intact while the next ``queued + SAFE_NEWER`` frames
+    are taken, and is rewritten by the one after (``queued``: frames waiting between capture
+    and recorder). The recorder needs the
+    current frame and, while it places that one, the previous (to repeat it over missed
+    slots); a picture it keeps any longer it copies (``recorder/recording.py``,
+    ``recorder/prebuffer.py``). So one newer frame is enough: the sim camera has a ring of
+    two 1080p buffers (3 MB less than three).
     """
 
-    SAFE_NEWER = 2   # a buffer is reused only after this many newer frames (and the queue)
+    SAFE_NEWER = 1   # a buffer is reused only after this many newer frames (and the queue)
 
     def __init__(self, width: int, height: int, queued: int = 0) -> None:
         self._buffers = [np.empty((height * 3 // 2, width), dtype=np.uint8)

@@ -1,7 +1,7 @@
 """The dock link's wire protocol, defined once for both ends (D10, D11).
 
 The device's link service (``firmware/dock_link.py``) builds its answers from these types
-and sends ``to_json()``; the dock station's client (``deploy/dock/dockstation/link.py``)
+and sends ``to_json()``; the dock station's client (``station/dock/link.py``)
 reads them back with the ``parse_*`` functions and hands the typed values to the
 docking (``ingest.py``). Nothing else on either side spells a path or a field name.
 
@@ -11,11 +11,14 @@ Endpoints (HTTPS, TLS 1.3 with client certificates; see docs/docking.md)::
     GET  /v1/files/<path>      -> 200/206 the bytes (Range: bytes=N- or N-M), or a Refusal
     POST /v1/receipt  <wire>   -> 200 ReceiptAccepted | 403/500 ReceiptRefusal | 411/413 Refusal
     POST /v1/crl      <CRL>    -> 200 CrlInstalled | 409/422/500 CrlRefusal | 411/413 Refusal
+    POST /v1/assignment <wire> -> 200 AssignmentAccepted | 403/500 AssignmentRefusal | 411/413 Refusal
     anything else              -> 404/405 Refusal
 
 The receipt itself (the body of ``POST /v1/receipt``) is ``recorder.receipt``'s signed
 wire form (``sign_receipt`` / ``ReceiptValidator``), at most ``MAX_RECEIPT_BYTES``; the
-CRL is the agency CA's CRL in PEM or DER, at most ``MAX_CRL_BYTES``.
+CRL is the agency CA's CRL in PEM or DER, at most ``MAX_CRL_BYTES``. The body of
+``POST /v1/assignment`` is ``recorder.assignment``'s signed wire form (an officer's
+check-out or its release, D12), at most ``MAX_ASSIGNMENT_BYTES``.
 
 JSON bodies are UTF-8 objects with sorted keys. Parsing is strict: a body that is not a
 JSON object, lacks a field, has one more, or has a field of the wrong type or value is
@@ -30,7 +33,7 @@ from dataclasses import dataclass
 from typing import Any, Union
 from urllib.parse import quote, unquote
 
-from recorder import receipt, records
+from recorder import assignment, receipt, records
 from recorder.failures import NamedFailure
 from recorder.journal import JOURNAL_NAME
 
@@ -42,10 +45,12 @@ MANIFEST_PATH = f"{API}/manifest"
 FILES_PREFIX = f"{API}/files/"
 RECEIPT_PATH = f"{API}/receipt"
 CRL_PATH = f"{API}/crl"
+ASSIGNMENT_PATH = f"{API}/assignment"
 
 # ---- bodies sent to the device -----------------------------------------------------------
 MAX_RECEIPT_BYTES = receipt.MAX_WIRE_BYTES
 MAX_CRL_BYTES = 256 * 1024
+MAX_ASSIGNMENT_BYTES = assignment.MAX_WIRE_BYTES
 JSON_CONTENT_TYPE = "application/json"
 
 # ---- refusal names the device answers with (``Refusal.refused``) --------------------------
@@ -437,3 +442,86 @@ def parse_crl_answer(status: int, data: bytes | str) -> CrlAnswer:
     if status == 200:
         return CrlInstalled.from_dict(doc)
     return CrlRefusal.from_dict(doc)
+
+
+# ---- POST /v1/assignment --------------------------------------------------------------------
+_KIND_RECORD = {assignment.KIND_ASSIGN: assignment.ASSIGNMENT, assignment.KIND_RELEASE: assignment.ASSIGNMENT_END}
+
+
+@dataclass(frozen=True)
+class AssignmentAccepted(_Body):
+    """The assignment (``kind`` assign) or its release was taken: the record that journals it."""
+
+    kind: str
+    assignment_id: str
+    record_seq: int
+    record_hash: str
+    accepted: bool = True
+
+    KEYS = frozenset({"accepted", "kind", "assignment_id", "record_seq", "record_hash"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "kind": self.kind, "assignment_id": self.assignment_id,
+                "record_seq": self.record_seq, "record_hash": self.record_hash}
+
+    @property
+    def record_type(self) -> str:
+        return _KIND_RECORD[self.kind]
+
+    @classmethod
+    def from_dict(cls, doc: Any, what: str = "assignment answer") -> AssignmentAccepted:
+        d = _fields(doc, what, cls.KEYS)
+        if _bool(d, "accepted", what) is not True:
+            raise BadField(f"{what}.accepted is not true", field=f"{what}.accepted")
+        kind = _str(d, "kind", what)
+        if kind not in _KIND_RECORD:
+            raise BadField(f"{what}.kind is not one of {sorted(_KIND_RECORD)}", field=f"{what}.kind", found=kind)
+        aid = _str(d, "assignment_id", what)
+        if not _NONCE.fullmatch(aid):
+            raise BadField(f"{what}.assignment_id is not 32 lower-case hex digits", field=f"{what}.assignment_id")
+        h = _str(d, "record_hash", what)
+        if not _HEX64.fullmatch(h):
+            raise BadField(f"{what}.record_hash is not 64 lower-case hex digits", field=f"{what}.record_hash")
+        return cls(kind, aid, _int(d, "record_seq", what), h, True)
+
+
+@dataclass(frozen=True)
+class AssignmentRefusal(Refusal):
+    """Not taken: ``refused`` is the AssignmentRefused class name (or device-error); journaled
+    ``assignment-refused`` on the device (``record_seq``, when it could be written)."""
+
+    record_seq: int | None = None
+    accepted: bool = False
+
+    KEYS = frozenset({"accepted", "refused", "detail", "record_seq"})
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"accepted": self.accepted, "refused": self.refused, "detail": self.detail,
+                "record_seq": self.record_seq}
+
+    @classmethod
+    def from_dict(cls, doc: Any, what: str = "assignment answer") -> AssignmentRefusal:
+        d = _fields(doc, what, cls.KEYS)
+        if _bool(d, "accepted", what) is not False:
+            raise BadField(f"{what}.accepted is not false", field=f"{what}.accepted")
+        seq = None if d["record_seq"] is None else _int(d, "record_seq", what)
+        return cls(_str(d, "refused", what), _str(d, "detail", what, empty=True), seq, False)
+
+
+AssignmentAnswer = Union[AssignmentAccepted, AssignmentRefusal, Refusal]
+
+
+def parse_assignment_answer(status: int, data: bytes | str) -> AssignmentAnswer:
+    """The answer to ``POST /v1/assignment``: taken (200 only), refused, or the body refused (411/413)."""
+    doc = _load(data, "assignment answer")
+    if "accepted" not in doc:
+        if status == 200:
+            raise UnexpectedStatus("a 200 answer to an assignment that does not accept it", found=status)
+        return Refusal.from_dict(doc, "assignment answer")
+    if doc.get("accepted") is True:
+        if status != 200:
+            raise UnexpectedStatus(f"an accepted assignment answered {status}", found=status)
+        return AssignmentAccepted.from_dict(doc)
+    if status == 200:
+        raise UnexpectedStatus("a 200 answer to an assignment that does not accept it", found=status)
+    return AssignmentRefusal.from_dict(doc)

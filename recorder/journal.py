@@ -301,32 +301,66 @@ class Journal:
         the time of the call. Raises ValueError for a bad type or payload and
         JournalWriteFailed if the disk refuses (the journal is then unchanged).
         """
-        payload = {} if payload is None else payload
         with self._lock:
-            fd = self._fd
-            if fd is None:
-                raise JournalClosed(f"{self.path} is closed")
-            if sample is None:
-                sample = self._clock.at(self._monotonic_ns())
-            message = records.build_message(
-                seq=self._next_seq, prev=self._head_hash, device=self.device_id,
-                session=self.session, sample=sample, type=type, payload=payload)
-            signature = self._signer.sign(message)
-            line = records.format_line(message, signature)
-            try:
-                crashpoint("journal-write", lambda: _write_all(fd, line[:len(line) // 2]))
-                _write_all(fd, line)
-                crashpoint("journal-fsync")
-                os.fsync(fd)
-            except OSError as exc:
-                self._roll_back(fd, exc)
-                raise JournalWriteFailed(f"could not append {type} record: {exc}") from exc
-            record = Record(json.loads(message), message, signature, line)
-            self._next_seq += 1
-            self._head_hash = records.line_hash(line)
-            self._size += len(line)
+            record = self._sign_next(type, payload, sample)
+            self._write(record)
         log.debug("journal: %s #%d", type, record.seq)
         return record
+
+    def prepare(self, type: str, payload: dict[str, Any] | None = None,
+                sample: TimeSample | None = None) -> Record:
+        """Sign the next record without writing it; ``write_prepared`` appends it later.
+
+        For a writer that must first keep the signed line in another store in the same
+        transaction as the change it attests (the station's catalogue is such an outbox):
+        the line is then either in both places or can be copied from there on the next
+        open. Nothing else may be appended in between (the caller holds its own lock).
+        """
+        with self._lock:
+            return self._sign_next(type, payload, sample)
+
+    def write_prepared(self, record: Record) -> None:
+        """Durably append a record made by ``prepare`` (or parsed from a kept copy of its line).
+
+        JournalError unless it is exactly the next record (its seq and prev follow the head)
+        and signed by this journal's key; JournalWriteFailed if the disk refuses.
+        """
+        with self._lock:
+            if record.seq != self._next_seq or record.prev != self._head_hash:
+                raise JournalError(f"record #{record.seq} does not follow the head "
+                                   f"#{self._next_seq - 1} of {self.path}")
+            if record.device != self.device_id:
+                raise JournalError(f"record #{record.seq} is of {record.device}, not {self.device_id}")
+            self._write(record)
+
+    def _sign_next(self, type: str, payload: dict[str, Any] | None, sample: TimeSample | None) -> Record:
+        if self._fd is None:
+            raise JournalClosed(f"{self.path} is closed")
+        if sample is None:
+            sample = self._clock.at(self._monotonic_ns())
+        message = records.build_message(
+            seq=self._next_seq, prev=self._head_hash, device=self.device_id,
+            session=self.session, sample=sample, type=type, payload={} if payload is None else payload)
+        signature = self._signer.sign(message)
+        return Record(json.loads(message), message, signature, records.format_line(message, signature))
+
+    def _write(self, record: Record) -> None:
+        """Write, fsync and advance the head (caller holds the lock)."""
+        fd = self._fd
+        if fd is None:
+            raise JournalClosed(f"{self.path} is closed")
+        line = record.line
+        try:
+            crashpoint("journal-write", lambda: _write_all(fd, line[:len(line) // 2]))
+            _write_all(fd, line)
+            crashpoint("journal-fsync")
+            os.fsync(fd)
+        except OSError as exc:
+            self._roll_back(fd, exc)
+            raise JournalWriteFailed(f"could not append {record.type} record: {exc}") from exc
+        self._next_seq += 1
+        self._head_hash = records.line_hash(line)
+        self._size += len(line)
 
     def _roll_back(self, fd: int, exc: OSError) -> None:
         """Cut a partly written line back off (``fd``) so the next append starts on a clean line."""

@@ -66,6 +66,7 @@ class Handover:
     audio: list[tuple[np.ndarray, int]]   # (samples, mono_ns) kept, empty when audio is off
     audio_end_ns: int | None      # end of the last sound drained (silence is filled up to here)
     last_frame: np.ndarray | None
+    last_frame_owned: bool = False   # last_frame is a copy, not the camera's buffer
 
     @property
     def span_frames(self) -> int:
@@ -161,6 +162,7 @@ class PreEventCapture:
         self.venc: H264Encoder | None = None
         self.vt: VideoTimeline | None = None
         self._last: np.ndarray | None = None
+        self._last_owned = False   # _last is our copy, not the camera's buffer
         self._audio: collections.deque[tuple[np.ndarray, int]] = collections.deque()
         self.audio_end_ns: int | None = None
         self.peak_bytes = 0
@@ -181,6 +183,9 @@ class PreEventCapture:
             self.vt = VideoTimeline(self.video.fps, mono_ns, self.max_bridge_s)
         place = self.vt.place(mono_ns)
         if place.kind is Placement.EARLY:
+            # the last encoded picture is now older than the camera keeps (see Recording._keep_last)
+            if self._last is not None and not self._last_owned:
+                self._last, self._last_owned = self._last.copy(), True
             return
         if place.kind is Placement.STALL:
             log.warning("camera gap of %d frames while ready: pre-event buffer restarted", place.missing)
@@ -199,7 +204,7 @@ class PreEventCapture:
         assert self.venc is not None   # set together with self.vt in add_frame
         for pkt in self.venc.encode(data, slot * self.video.frame_ticks):
             self.buffer.add_packet(pkt)
-        self._last = data
+        self._last, self._last_owned = data, repeated
         self._trim_audio()
         self.peak_bytes = max(self.peak_bytes, self.buffer.nbytes)
 
@@ -229,7 +234,8 @@ class PreEventCapture:
         h = Handover(encoder=self.venc, slot_offset=first, t0_ns=self.vt.slot_time_ns(first),
                      next_slot=self.vt.next_slot - first, frames=frames, packets=packets,
                      audio=list(self._audio) if self.keep_audio else [],
-                     audio_end_ns=self.audio_end_ns, last_frame=self._last)
+                     audio_end_ns=self.audio_end_ns, last_frame=self._last,
+                     last_frame_owned=self._last_owned)
         self.venc, self.vt, self._last = None, None, None
         self._audio.clear()
         return h

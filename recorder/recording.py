@@ -67,7 +67,8 @@ class Recording:
         self.mic_timeout = int(mic_timeout_s * audio.sample_rate)
         self.mic_silent = False
         self._hold = np.zeros(0, dtype=np.int16)  # sound captured ahead of the encoded pictures
-        self._last: np.ndarray | None = None
+        self._last: np.ndarray | None = None   # the last encoded picture (repeated over missed slots)
+        self._last_owned = False   # _last is our copy, not the camera's buffer
         self.stats = RecordingStats()
         self.on_clock_step = on_clock_step or (lambda step: None)
         self._wall_offset: int | None = None  # wall - monotonic at the last frame
@@ -83,7 +84,7 @@ class Recording:
             self.stats.frames_repeated += int(f.repeated)
         self.vt.next_slot = h.next_slot
         self.prebuffered_frames = h.next_slot
-        self._last = h.last_frame
+        self._last, self._last_owned = h.last_frame, h.last_frame_owned
         for pkt in h.packets:
             self._write_video(pkt)
         for samples, mono_ns in h.audio:
@@ -98,6 +99,7 @@ class Recording:
         place = self.vt.place(mono_ns)
         if place.kind is Placement.EARLY:
             self.stats.frames_dropped += 1
+            self._keep_last()
             return place.kind
         if place.kind is Placement.STALL:
             return place.kind
@@ -116,10 +118,17 @@ class Recording:
         self.segmenter.note_frame(slot, sample, repeated)
         for pkt in self.venc.encode(data, (slot + self.slot_offset) * self.video.frame_ticks):
             self._write_video(pkt)
-        self._last = data
+        self._last, self._last_owned = data, repeated
         self.stats.frames += 1
         self.stats.frames_repeated += int(repeated)
         self._release_audio(self._video_samples())
+
+    def _keep_last(self) -> None:
+        """A frame was dropped, so the last encoded picture is now older than the previous
+        frame, the oldest the camera keeps intact (``FramePool.SAFE_NEWER``): copy it, once,
+        for the repeats it may still be needed for. A rare path (a camera running early)."""
+        if self._last is not None and not self._last_owned:
+            self._last, self._last_owned = self._last.copy(), True
 
     def _watch_wall_clock(self, slot: int, sample: TimeSample) -> None:
         """Report a step of the wall clock between two frames (first GPS fix, NTP step, manual

@@ -51,6 +51,13 @@ the first segment alone and open a gap at its end)."""
 
 
 TS_PACKET = 188
+MUX_BUFFER = 32 * 1024
+"""The muxer's write buffer: bytes reach the file (and the running SHA-256) in writes of up
+to this size, and in full once per GOP before the periodic sync (see ``_mux``). A killed
+process loses at most this much of the open segment that it had muxed; a power cut, as
+before, what came after the last per-GOP sync."""
+_FLUSH_PACKETS = 0x0200   # AVFMT_FLAG_FLUSH_PACKETS (av.container.core.Flags.flush_packets): set for
+# one packet, the muxer flushes its buffer after writing it
 END_MAGIC = b"BWC-SEGMENT-END\x01"
 _END_HEADER = bytes((0x47, 0x1F, 0xFF, 0x10))   # sync, PID 0x1FFF (null), payload only, CC 0
 
@@ -135,6 +142,7 @@ class _Open:
     frames: int = 0
     first_sample: int | None = None
     end_sample: int = 0
+    syncing: bool = False   # the muxer flushes every packet until the next video frame, then sync
 
 
 @dataclass
@@ -226,8 +234,12 @@ class Segmenter:
         part = final.with_name(final.name + ".part")
         try:
             f = HashingFile(part)
-            # flush_packets: every packet reaches the file at once, nothing waits in a buffer
-            c = av.open(f, "w", format="mpegts", options={"flush_packets": "1"})
+            # The muxer's own buffer gathers packets into writes of up to MUX_BUFFER bytes (one
+            # write and SHA-256 update per ~2 frames at 1080p, not one per audio and video
+            # packet); it is flushed once per GOP before the sync (see _mux), so that sync
+            # still makes everything up to the keyframe durable.
+            c = av.open(f, "w", format="mpegts", options={"flush_packets": "0"},
+                        buffer_size=MUX_BUFFER)
             # streams copied from never-opened templates: PyAV opens the codec of a stream made
             # by add_stream() when muxing starts, i.e. a whole libx264 and AAC encoder (4 MB,
             # 4 threads, 2 ms) per segment that never encodes a frame
@@ -330,8 +342,7 @@ class Segmenter:
         if kind == "v":
             if seg.first_pts is None and not pkt.is_keyframe:
                 raise RuntimeError(f"segment {seg.index} would not start on a keyframe")
-            if pkt.is_keyframe and seg.first_pts is not None:
-                self._closer.q.put(seg.file)  # once per GOP: make the last second durable
+            sync = pkt.is_keyframe and seg.first_pts is not None
             origin = TS_ORIGIN_S * 90000
             pts = pkt.pts + origin
             seg.first_pts = pts if seg.first_pts is None else seg.first_pts
@@ -347,8 +358,24 @@ class Segmenter:
             origin = TS_ORIGIN_S * self.fmt.sample_rate
             pkt.pts, pkt.dts = pkt.pts + origin, pkt.dts + origin
             pkt.stream = seg.astream
+            sync = False
         try:
-            seg.container.mux(pkt)
+            c = seg.container
+            if sync:
+                # Once per GOP the last second is made durable. The muxer's buffer is flushed
+                # after every packet it writes from this keyframe to the next video frame (it
+                # may hold the keyframe back to interleave it with sound); then everything it
+                # has written is in the file, and the closer syncs it.
+                c.flags |= _FLUSH_PACKETS
+                c.mux(pkt)
+                seg.syncing = True
+            elif kind == "v" and seg.syncing:
+                c.mux(pkt)
+                c.flags &= ~_FLUSH_PACKETS
+                seg.syncing = False
+                self._closer.q.put(seg.file)
+            else:
+                c.mux(pkt)
         except OSError as exc:
             raise StorageError(exc.errno, f"cannot write segment {seg.part}: {exc.strerror}") from exc
 

@@ -20,9 +20,10 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterable
 
 from cryptography.exceptions import InvalidSignature
 
@@ -117,6 +118,10 @@ class AnchorMismatch(VerificationFailure):
     """The journal does not reach, or differs at, a record known from an earlier verification."""
 
 
+class SelectionMismatch(VerificationFailure):
+    """Selected-files check: the selection names a file that no record of the journal attests."""
+
+
 @dataclass
 class VerificationResult:
     root: Path
@@ -139,6 +144,35 @@ class VerificationResult:
             raise self.failure
 
 
+@dataclass(frozen=True)
+class KnownDigest:
+    """The SHA-256 of a file's bytes, read from disk earlier by the caller, and the identity of
+    the file it was read from: device, inode, size and modification time (ns).
+
+    ``verify_directory(..., known_digests={rel: KnownDigest})`` takes it instead of reading
+    the file again only while the file on disk is still that identity (same inode, not
+    written since); otherwise it reads and hashes the file as always. What this trusts:
+    that whoever read the file hashed all of it, and that a change of the bytes changes the
+    mtime (true of every write through the file system; only a deliberate reset of the
+    mtime by the file's owner or root defeats it, who could as well change the file after
+    any verification).
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    sha256: str
+
+    @classmethod
+    def of_stat(cls, st: os.stat_result, sha256: str) -> "KnownDigest":
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, sha256)
+
+    def matches(self, st: os.stat_result) -> bool:
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) == (self.dev, self.ino, self.size,
+                                                                       self.mtime_ns)
+
+
 _SEGMENT_INT_FIELDS = ("index", "time_base", "first_pts", "last_pts", "frame_duration",
                        "video_frames", "first_sample", "audio_samples")
 
@@ -158,8 +192,12 @@ def _sha256_file(path: Path) -> str:
 
 class _Walker:
     def __init__(self, root: Path, public_key_pem: bytes, allow_open_parts: bool,
-                 anchor: tuple[int, str] | None, collect_file_failures: bool = False) -> None:
+                 anchor: tuple[int, str] | None, collect_file_failures: bool = False,
+                 selection: frozenset[str] | None = None,
+                 known_digests: Mapping[str, KnownDigest] | None = None) -> None:
         self.root = root
+        self.selection = selection
+        self.known_digests = known_digests or {}
         self.collect_file_failures = collect_file_failures
         self.key = load_public_key_pem(public_key_pem)
         self.device_id = device_id_for(self.key)
@@ -170,6 +208,7 @@ class _Walker:
         self.last_segment: dict[str, dict[str, Any]] = {}
         self.released = ReleasedFiles.scan(root / JOURNAL_NAME)   # purged against dock receipts
         self.absent_released = 0
+        self.unselected = 0
         self.version = min(records.SUPPORTED_VERSIONS)   # highest format version seen so far
 
     def run(self) -> None:
@@ -201,7 +240,8 @@ class _Walker:
         if self.anchor:
             self.result.checks.append(f"anchor: record #{self.anchor[0]} matches")
         self.result.files = len(self.attested)
-        intact = len(self.attested) - self.absent_released - len(self.result.file_failures)
+        intact = (len(self.attested) - self.absent_released - self.unselected
+                  - len(self.result.file_failures))
         self.result.checks.append(f"files: {_count(intact, 'attested file')} present with matching size "
                                   "and SHA-256")
         if self.result.file_failures:
@@ -210,6 +250,14 @@ class _Walker:
         if self.absent_released:
             self.result.checks.append(f"released: {_count(self.absent_released, 'file')} purged against "
                                       "signed dock receipts")
+        if self.selection is not None:
+            unknown = sorted(self.selection - set(self.attested))
+            if unknown:
+                raise SelectionMismatch("selected file is not attested by any record", file=unknown[0],
+                                        found=len(unknown))
+            self.result.checks.append(f"selection: {_count(len(self.selection), 'selected file')} checked; "
+                                      f"{_count(self.unselected, 'attested file')} not selected (not checked, "
+                                      "must be absent)")
         self._check_no_extra()
         self.result.checks.append("no file without a record")
         self.result.checks.append(f"media: {_count(len(self.last_segment), 'recording')} continuous "
@@ -258,20 +306,26 @@ class _Walker:
                 raise DuplicateAttestation("file attested twice", seq=rec.seq, line_no=line_no,
                                            file=rel, expected=self.attested.get(rel))
             self.attested[rel] = rec.seq
+            if self.selection is not None and rel not in self.selection:
+                self.unselected += 1     # selected-files check: not part of this directory
+                continue
             path = self.root / rel
-            if not os.path.lexists(path) and self.released.covers(rel, f["sha256"], f["size"], rec.seq):
+            if (self.selection is None and not os.path.lexists(path)
+                    and self.released.covers(rel, f["sha256"], f["size"], rec.seq)):
                 self.absent_released += 1
                 continue
             if not path.is_file() or path.is_symlink():
                 self._file_failed(SegmentMissing(f"attested {f.get('role', 'file')} is missing",
                                                  seq=rec.seq, line_no=line_no, file=rel))
                 continue
-            size = path.stat().st_size
+            st = path.stat()
+            size = st.st_size
             if size != f["size"]:
                 self._file_failed(SegmentSizeMismatch("size differs", seq=rec.seq, line_no=line_no,
                                                       file=rel, expected=f["size"], found=size))
                 continue
-            digest = _sha256_file(path)
+            known = self.known_digests.get(rel)
+            digest = known.sha256 if known is not None and known.matches(st) else _sha256_file(path)
             if digest != f["sha256"]:
                 self._file_failed(SegmentHashMismatch("SHA-256 differs", seq=rec.seq, line_no=line_no,
                                                       file=rel, expected=f["sha256"], found=digest))
@@ -318,16 +372,21 @@ class _Walker:
             for name in sorted(filenames) + [d for d in dirnames
                                              if os.path.islink(os.path.join(dirpath, d))]:
                 rel = Path(os.path.relpath(os.path.join(dirpath, name), self.root)).as_posix()
-                if rel == JOURNAL_NAME or rel in self.attested:
+                if rel == JOURNAL_NAME or (rel in self.attested
+                                           and (self.selection is None or rel in self.selection)):
                     continue
                 if self.allow_open_parts and rel.endswith(".ts.part"):
                     continue
+                if rel in self.attested:
+                    raise SegmentExtra("attested, but not in the selection of files checked", file=rel)
                 raise SegmentExtra("no record attests this file", file=rel)
 
 
 def verify_directory(root: Path | str, public_key_pem: bytes, *, allow_open_parts: bool = False,
                      anchor: tuple[int, str] | None = None,
-                     collect_file_failures: bool = False) -> VerificationResult:
+                     collect_file_failures: bool = False,
+                     selection: Iterable[str] | None = None,
+                     known_digests: Mapping[str, KnownDigest] | None = None) -> VerificationResult:
     """Verify an evidence directory. Never raises for bad evidence: see ``result.failure``.
 
     ``collect_file_failures``: a missing or differing attested file (SegmentMissing,
@@ -336,11 +395,25 @@ def verify_directory(root: Path | str, public_key_pem: bytes, *, allow_open_part
     chain, sequence, anchor, continuity, extra files) is still checked to the end; any failure
     of those is ``result.failure`` as usual. The dock station uses it to ingest the intact files.
 
+    ``known_digests`` (relative path -> ``KnownDigest``): SHA-256 values the caller already
+    read from these very files on disk (same inode, size and mtime); such a file is not read
+    again. Every other check is the same; without it every attested file is read and hashed.
+
     ``allow_open_parts`` tolerates NAME.ts.part files being written (device self-check
     during a recording); the dock station leaves it False. Raises identity.BadPublicKey for a
     key that is not Ed25519 PEM (that is a usage error, not a verdict).
+
+    ``selection`` (the selected-files check of an export package, docs/evidence-format.md):
+    the directory holds ``journal.log`` and exactly these attested files. The whole journal is
+    checked as always (lines, signatures, sequence, chain, anchor, attestations, continuity);
+    each selected file must be present with its size and SHA-256 (no purge exception); a file
+    the journal attests but the selection leaves out is not checked and must be absent
+    (``SegmentExtra`` if present); a selected path the journal does not attest is
+    ``SelectionMismatch``; any other file is ``SegmentExtra``.
     """
-    walker = _Walker(Path(root), public_key_pem, allow_open_parts, anchor, collect_file_failures)
+    sel = None if selection is None else frozenset(selection)
+    walker = _Walker(Path(root), public_key_pem, allow_open_parts, anchor, collect_file_failures, sel,
+                     known_digests)
     try:
         walker.run()
     except VerificationFailure as failure:

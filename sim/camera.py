@@ -83,7 +83,8 @@ class SimCamera:
         return glyphs
 
     def _render(self, index: int) -> np.ndarray:
-        """Draw frame ``index`` into the next pool buffer (valid for two more frames)."""
+        """Draw frame ``index`` into the next pool buffer (valid until ``FramePool.SAFE_NEWER``
+        newer frames have been drawn)."""
         w, h = self.width, self.height
         out = self._pool.take()
         off = (index * 4) % _PERIOD

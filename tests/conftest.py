@@ -80,3 +80,7 @@ def record(tmp_path):
         p = sim_pipeline(tmp_path / "evidence", **kw)
         return p, p.run(duration)
     return _record
+
+
+# one throwaway PostgreSQL cluster per session, for the station tests that run on both backends
+from tests.pg import pg_cluster  # noqa: E402,F401

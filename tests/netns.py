@@ -19,9 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-DOCK_PKG = ROOT / "deploy" / "dock"
-if str(DOCK_PKG) not in sys.path:
-    sys.path.insert(0, str(DOCK_PKG))
 
 PYTHON = sys.executable
 
@@ -91,7 +88,7 @@ class VethPair:
 
 def env() -> dict[str, str]:
     e = dict(os.environ)
-    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), str(DOCK_PKG), e.get("PYTHONPATH", "")])
+    e["PYTHONPATH"] = os.pathsep.join([str(ROOT), e.get("PYTHONPATH", "")])
     return e
 
 
@@ -106,7 +103,7 @@ class DockWorld:
 
     @classmethod
     def create(cls, base: Path, unit: str = "厦门市城市管理行政执法局") -> "DockWorld":
-        from dockstation import pki
+        from station.dock import pki
         ca_dir, dock_dir = base / "ca", base / "dock-id"
         pki.init_ca(ca_dir, unit)
         pki.init_dock(ca_dir, dock_dir, "dock-1", unit)
@@ -117,7 +114,7 @@ class DockWorld:
         return self.ca_dir / "agency-ca.pem"
 
     def device_cert(self, pubkey_pem: bytes, name: str = "dev") -> Path:
-        from dockstation import pki
+        from station.dock import pki
         pub = self.base / f"{name}.pub.pem"
         pub.write_bytes(pubkey_pem)
         out = self.base / f"{name}-cert.pem"
@@ -129,11 +126,15 @@ class DockWorld:
         d = dock_dir or self.dock_dir
         path = self.base / name
         path.write_text(
-            "[dock_station]\n"
-            f'unit = "{unit}"\nstore_dir = "{self.store}"\ndevice_address = "{device_address}"\n'
-            f"port = {port}\n"
+            "[station]\n"
+            f'unit = "{unit}"\nstore_dir = "{self.store}"\n'
+            "[dock]\n"
+            f'device_address = "{device_address}"\nport = {port}\n'
             f'ca_file = "{d / "agency-ca.pem"}"\ncert_file = "{d / "dock-cert.pem"}"\n'
             f'key_file = "{d / "dock-key.pem"}"\ntimeout_s = 2.0\n', encoding="utf-8")
+        from station.setup import init_station
+        init_station(path)
+        self.config_path = path
         return path
 
     def start_link(self, dev, **settings):
@@ -160,13 +161,22 @@ class DockWorld:
         self.dev, self.link, self.port = dev, link, link.address[1]
         return link
 
+    def station(self, cfg=None):
+        """The station of the last config written (or of ``cfg``, a loaded StationConfig)."""
+        from station import config as station_config
+        from station.app import Station
+        if cfg is None:
+            if getattr(self, "config_path", None) is None:
+                self.dock_config("127.0.0.1", 8443)
+            cfg = station_config.load(self.config_path)
+        return Station.open(cfg)
+
+    def ledger(self):
+        from station.dock.ledger import Ledger
+        return Ledger(self.station())
+
     def register(self, pubkey_pem: bytes, officer: str = "031337") -> str:
-        from dockstation.ledger import Ledger
         from recorder.identity import device_id_for_pem
-        ledger = Ledger(self.store / "ledger.sqlite")
-        try:
-            device_id = device_id_for_pem(pubkey_pem)
-            ledger.register(device_id, pubkey_pem, officer)
-        finally:
-            ledger.close()
+        device_id = device_id_for_pem(pubkey_pem)
+        self.ledger().register(device_id, pubkey_pem, officer)
         return device_id

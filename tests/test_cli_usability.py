@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 
 from tests.media_fixture import new_device, record_session
-from tests.netns import DOCK_PKG  # noqa: F401  (puts deploy/dock on sys.path)
 from tests.tmpfs import tmpfs
 
 REPO = Path(__file__).resolve().parents[1]
@@ -71,8 +70,8 @@ def test_non_utf8_config_is_a_configuration_error_naming_the_file(tmp_path):
 
 
 def test_non_utf8_gadget_and_dock_station_configs_are_their_config_errors(tmp_path):
-    from dockstation import config as dock_config
     from hw.usb_gadget import GadgetConfigError, load_settings
+    from station import config as dock_config
 
     f = tmp_path / "latin1.toml"
     f.write_bytes(NOT_UTF8)

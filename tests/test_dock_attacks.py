@@ -25,15 +25,14 @@ from pathlib import Path
 
 import pytest
 
-from dockstation import config as dock_config  # noqa: E402
-from dockstation import pki
-from dockstation.ingest import Docking
-from dockstation.ledger import Ledger
-from dockstation.link import DeviceClient, DeviceRefused, LinkInterrupted
 from firmware.dock_link import DOCK_AUTH_REFUSED, DOCK_CRL_INSTALLED, DockLink, DockSettings
 from recorder import receipt, records
 from recorder.journal import iter_records
 from recorder.verify import verify_directory
+from station import config as dock_config  # noqa: E402
+from station.dock import pki
+from station.dock.ingest import Docking
+from station.dock.link import DeviceClient, DeviceRefused, LinkInterrupted
 from tests.netns import PYTHON, ROOT, DockWorld, env
 
 FILES = ["recordings/r1/r1_00000.ts", "recordings/r1/r1_00001.ts", "recordings/r2/r2_00000.ts"]
@@ -312,7 +311,7 @@ def test_500_unauthenticated_and_100_slow_clients_do_not_stop_a_genuine_docking(
             time.sleep(3)
             cfg_dock = dock_config.load(w.dock_config("127.0.0.1", port))
             d0 = time.monotonic()
-            report = Docking(cfg_dock, Ledger(w.store / "ledger.sqlite"), progress=False).run(wait_s=30)
+            report = Docking(w.station(cfg_dock), progress=False).run(wait_s=30)
             dock_s = time.monotonic() - d0
             time.sleep(max(0.0, 12 - (time.monotonic() - t0)))
             wall = time.monotonic() - t0
@@ -455,7 +454,7 @@ def test_station_pushes_the_crl_at_each_docking_and_a_revoked_dock_cannot_dock(w
     pki.revoke(w.ca_dir, rogue / "dock-cert.pem")
     crl = pki.issue_crl(w.ca_dir, w.base / "station-crl.pem")
     cfg = dock_config.load(w.dock_config("127.0.0.1", w.port), crl_file=str(crl))
-    report = Docking(cfg, Ledger(w.store / "ledger.sqlite"), progress=False).run()
+    report = Docking(w.station(cfg), progress=False).run()
     assert report.status == "ok", report.detail
     assert recs(w.dev, DOCK_CRL_INSTALLED)
     with pytest.raises((DeviceRefused, LinkInterrupted)):

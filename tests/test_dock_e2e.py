@@ -1,7 +1,7 @@
 """Docking end to end: device and dock as two hosts joined by a veth pair (network namespaces).
 
 Record on the simulator with the real pipeline, serve it with ``bodycam dock serve`` in
-the device namespace, offload with ``dockstation dock`` in the dock namespace, cut the
+the device namespace, offload with ``station dock`` in the dock namespace, cut the
 link mid-transfer, resume, verify, receipt, purge. Skipped only if namespaces cannot be made.
 """
 import json
@@ -71,7 +71,7 @@ def test_record_dock_cut_resume_verify_receipt_purge(tmp_path, veth):
     try:
         assert serve.stdout.readline().split() == ["listening", veth.dev_addr, "8443"], serve.stderr.read()
         dock_cfg = world.dock_config(veth.dev_addr, 8443, UNIT)
-        dock_cmd = [PYTHON, "-m", "dockstation", "dock", "--config", str(dock_cfg), "--wait", "10"]
+        dock_cmd = [PYTHON, "-m", "station", "dock", "--config", str(dock_cfg), "--wait", "10"]
 
         # 1. slow link, cut it once a segment is partly across: the dock gives up, keeps the partial
         veth.limit_rate("2mbit")
@@ -113,8 +113,7 @@ def test_record_dock_cut_resume_verify_receipt_purge(tmp_path, veth):
     named = sorted(p.name for p in (world.store / "recordings").iterdir())
     assert len(named) == 1 and named[0].startswith(f"{UNIT}_未标注_") and "_未标注_" in named[0][len(UNIT):]
     assert len(list((world.store / "recordings" / named[0]).glob("*.ts"))) == len(segments)
-    from dockstation.ledger import Ledger
-    ledger = Ledger(world.store / "ledger.sqlite")
+    ledger = world.ledger()
     dockings = ledger.rows("dockings")
     assert [d["status"] for d in dockings] == ["interrupted", "ok"]
     assert dockings[1]["officer_id"] == "031337" and dockings[1]["checked_out_ns"] >= dockings[1]["checked_in_ns"]
@@ -142,7 +141,7 @@ def test_one_damaged_segment_is_quarantined_the_rest_offloaded_and_purged(tmp_pa
     try:
         assert serve.stdout.readline().split() == ["listening", veth.dev_addr, "8443"], serve.stderr.read()
         dock_cfg = world.dock_config(veth.dev_addr, 8443, UNIT)
-        dock = veth.run(veth.dock_ns, PYTHON, "-m", "dockstation", "dock", "--config", str(dock_cfg),
+        dock = veth.run(veth.dock_ns, PYTHON, "-m", "station", "dock", "--config", str(dock_cfg),
                         "--wait", "10", check=False, cwd=ROOT, env=env())
     finally:
         serve.terminate()
@@ -172,8 +171,7 @@ def test_one_damaged_segment_is_quarantined_the_rest_offloaded_and_purged(tmp_pa
     [q] = list(qdir.iterdir())
     assert str(q) == summary["quarantine_dir"] and (q / "files" / damaged).read_bytes() == bytes(data)
     assert "SegmentHashMismatch" in (q / "REPORT.txt").read_text(encoding="utf-8")
-    from dockstation.ledger import Ledger
-    ledger = Ledger(world.store / "ledger.sqlite")
+    ledger = world.ledger()
     assert [d["status"] for d in ledger.rows("dockings")] == ["partial"]
     [row] = ledger.rows("quarantined_files")
     assert row["path"] == damaged and row["reason"] == "SegmentHashMismatch" and row["resolved_docking_id"] is None

@@ -12,15 +12,14 @@ import time
 
 import pytest
 
-from dockstation import config as dock_config  # noqa: E402
-from dockstation.ingest import Docking
-from dockstation.ledger import Ledger
-from dockstation.link import DeviceClient, DeviceRefused, LinkInterrupted
 from firmware import config as config_mod
 from firmware.dock_link import DockLink, DockLinkError, DockSettings
 from recorder import records
 from recorder.journal import iter_records
 from recorder.verify import verify_directory
+from station import config as dock_config  # noqa: E402
+from station.dock.ingest import Docking
+from station.dock.link import DeviceClient, DeviceRefused, LinkInterrupted
 from tests.media_fixture import new_device
 from tests.netns import DockWorld
 
@@ -45,7 +44,7 @@ def client(w, dock_dir=None, known=None):
 
 def docking(w, **over):
     cfg = dock_config.load(w.dock_config("127.0.0.1", w.port, **over))
-    return Docking(cfg, Ledger(w.store / "ledger.sqlite"), progress=False)
+    return Docking(w.station(cfg), progress=False)
 
 
 def tamper_records(dev):
@@ -63,7 +62,7 @@ def test_dock_offloads_verifies_names_and_device_purges(world):
     assert verify_directory(mirror, w.dev.pem).ok
     assert sorted(p.name for p in (w.store / "recordings").iterdir()) == [
         "厦门市城市管理行政执法局_未标注_20260921_未标注_r1", "厦门市城市管理行政执法局_未标注_20260921_未标注_r2"]
-    ledger = Ledger(w.store / "ledger.sqlite")
+    ledger = w.ledger()
     [row] = ledger.rows("dockings")
     assert row["status"] == "ok" and row["officer_id"] == "031337" and row["purged"] == 3
     assert row["checked_in_ns"] <= row["checked_out_ns"]
@@ -113,7 +112,7 @@ def test_device_unknown_to_the_dock_is_refused_before_any_evidence_is_read(world
     with pytest.raises(DeviceRefused, match="not in this dock's registry"):
         docking(world).run()
     assert not (world.store / "devices").exists()
-    assert Ledger(world.store / "ledger.sqlite").rows("dockings") == []
+    assert world.ledger().rows("dockings") == []
 
 
 def test_device_presenting_another_key_for_a_registered_id_is_refused(world, tmp_path):
@@ -187,7 +186,7 @@ def test_tampered_device_evidence_is_quarantined_and_nothing_purged(world):
     assert len(list((w.dev.root / "recordings").rglob("*.ts"))) == 3
     assert (report.quarantine_dir / "REPORT.txt").read_text(encoding="utf-8").count("SegmentHashMismatch")
     assert not (w.store / "recordings").exists()
-    ledger = Ledger(w.store / "ledger.sqlite")
+    ledger = w.ledger()
     assert ledger.rows("receipts") == []
     assert ledger.rows("dockings")[0]["status"] == "quarantined"
 

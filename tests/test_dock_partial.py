@@ -9,7 +9,7 @@ two-host run with the command line is in test_dock_e2e.py.
   the device purges exactly those and keeps the damaged one;
 * a journal whose chain is broken still quarantines the whole docking: nothing purged;
 * the verifier's ``collect_file_failures`` mode lists every bad file, not the first;
-* receipt answers are stored as JSON; ``dockstation ledger`` prints ISO 8601 times.
+* receipt answers are stored as JSON; ``station ledger`` prints ISO 8601 times.
 """
 import base64
 import datetime as dt
@@ -22,12 +22,11 @@ import subprocess
 
 import pytest
 
-from dockstation import config as dock_config  # noqa: E402  (path set up by tests.netns)
-from dockstation.ingest import Docking
-from dockstation.ledger import Ledger
 from recorder import receipt, records, verify
 from recorder.journal import JOURNAL_NAME, iter_records
 from recorder.verify import verify_directory
+from station import config as dock_config  # noqa: E402  (path set up by tests.netns)
+from station.dock.ingest import Docking
 from tests.media_fixture import new_device, record_session
 from tests.netns import PYTHON, ROOT, DockWorld, env
 
@@ -47,7 +46,7 @@ def world(tmp_path, caplog):
 
 def docking(w):
     cfg = dock_config.load(w.dock_config("127.0.0.1", w.port))
-    return Docking(cfg, Ledger(w.store / "ledger.sqlite"), progress=False)
+    return Docking(w.station(cfg), progress=False)
 
 
 def flip_byte(path, at=5000):
@@ -130,7 +129,7 @@ def test_damaged_segment_is_quarantined_alone_intact_files_ingested_and_purged(w
     assert sorted(p.name for p in r1.iterdir()) == [f"{r1.name}_00000.ts", f"{r1.name}_00001.DAMAGED.txt"]
     assert "SegmentHashMismatch" in (r1 / f"{r1.name}_00001.DAMAGED.txt").read_text(encoding="utf-8")
     # the ledger marks it
-    ledger = Ledger(w.store / "ledger.sqlite")
+    ledger = w.ledger()
     [d] = ledger.rows("dockings")
     assert d["status"] == "partial" and d["purged"] == 2 and d["head_seq"] is not None
     [row] = ledger.rows("quarantined_files")
@@ -145,7 +144,7 @@ def test_damaged_segment_is_quarantined_alone_intact_files_ingested_and_purged(w
     # a partial docking's head is the anchor for the next one (its journal verified in full)
     assert ledger.last_anchor(w.device_id) == (d["head_seq"], d["head_hash"])
     # and the clerk's listing of it
-    out = subprocess.run([PYTHON, "-m", "dockstation", "ledger", "--config", str(w.dock_config("127.0.0.1", w.port)),
+    out = subprocess.run([PYTHON, "-m", "station", "ledger", "--config", str(w.dock_config("127.0.0.1", w.port)),
                           "--table", "quarantined_files"], cwd=ROOT, env=env(), capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     [shown] = [json.loads(line) for line in out.stdout.splitlines()]
@@ -162,7 +161,7 @@ def test_damaged_file_is_retried_at_each_docking_and_resolved_when_it_arrives_in
     again = docking(w).run()
     assert again.status == "partial" and again.purged == [] and again.files_new == 1
     assert (dev.root / DAMAGED).exists()
-    ledger = Ledger(w.store / "ledger.sqlite")
+    ledger = w.ledger()
     assert [r["path"] for r in ledger.open_quarantined_files(w.device_id)] == [DAMAGED, DAMAGED]
     # the device's copy is good again (say a transient read error): stored, named, receipted, resolved
     os.chmod(dev.root / DAMAGED, stat.S_IWUSR | stat.S_IRUSR)
@@ -214,7 +213,7 @@ def test_broken_chain_quarantines_the_whole_docking_even_with_intact_files(world
     assert "SegmentHashMismatch" in text        # the damaged file is named too
     doc = json.loads((report.quarantine_dir / "report.json").read_text(encoding="utf-8"))
     assert doc["scope"] == "docking" and doc["failure"]["reason"] == "ChainBroken"
-    ledger = Ledger(w.store / "ledger.sqlite")
+    ledger = w.ledger()
     assert [d["status"] for d in ledger.rows("dockings")] == ["quarantined"]
     assert ledger.rows("receipts") == [] and ledger.rows("quarantined_files") == []
     assert ledger.last_anchor(w.device_id) is None
@@ -253,14 +252,14 @@ def test_receipt_response_is_stored_as_json_and_ledger_prints_iso_times(world):
     w = world
     report = docking(w).run()
     assert report.status == "ok", report.detail
-    ledger = Ledger(w.store / "ledger.sqlite")
+    ledger = w.ledger()
     [rc] = ledger.rows("receipts")
     answer = json.loads(rc["response"])
     assert answer["accepted"] is True and sorted(answer["removed"]) == sorted(INTACT + [DAMAGED])
     cfg = w.dock_config("127.0.0.1", w.port)
     stored = {t: ledger.rows(t) for t in ("dockings", "receipts", "recordings", "devices")}
     for table, rows in stored.items():
-        out = subprocess.run([PYTHON, "-m", "dockstation", "ledger", "--config", str(cfg), "--table", table],
+        out = subprocess.run([PYTHON, "-m", "station", "ledger", "--config", str(cfg), "--table", table],
                              cwd=ROOT, env=env(), capture_output=True, text=True)
         assert out.returncode == 0, out.stderr
         printed = [json.loads(line) for line in out.stdout.splitlines()]
@@ -276,6 +275,6 @@ def test_receipt_response_is_stored_as_json_and_ledger_prints_iso_times(world):
                 assert abs(t.timestamp() * 1e9 - v) < 1e6               # millisecond precision
                 assert shown[k[:-3]][19] == "." and shown[k[:-3]][-6:] == "+08:00"
     [rshown] = [json.loads(line) for line in subprocess.run(
-        [PYTHON, "-m", "dockstation", "ledger", "--config", str(cfg), "--table", "receipts"],
+        [PYTHON, "-m", "station", "ledger", "--config", str(cfg), "--table", "receipts"],
         cwd=ROOT, env=env(), capture_output=True, text=True).stdout.splitlines()]
     assert json.loads(rshown["response"])["removed"] == answer["removed"]

@@ -16,15 +16,14 @@ import time
 
 import pytest
 
-from dockstation import config as dock_config  # noqa: E402
-from dockstation import pki
-from dockstation.ingest import Docking
-from dockstation.ledger import Ledger
-from dockstation.link import DeviceClient, DeviceProtocolError
 from recorder import dock_protocol as protocol
 from recorder import receipt, records, verify
 from recorder.failures import NamedFailure
 from recorder.journal import iter_records
+from station import config as dock_config  # noqa: E402
+from station.dock import pki
+from station.dock.ingest import Docking
+from station.dock.link import DeviceClient, DeviceProtocolError
 from tests.netns import DockWorld
 
 
@@ -62,8 +61,7 @@ def journal_facts(dev) -> tuple[int, int, str, dict[str, int]]:
 
 
 def docking(w) -> Docking:
-    return Docking(dock_config.load(w.dock_config("127.0.0.1", w.port)),
-                   Ledger(w.store / "ledger.sqlite"), progress=False)
+    return Docking(w.station(dock_config.load(w.dock_config("127.0.0.1", w.port))), progress=False)
 
 
 def serve_altered_manifest(w, monkeypatch, alter) -> None:

@@ -8,11 +8,11 @@ import json
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from dockstation import pki  # noqa: E402  (path set up by tests.netns)
 from recorder import receipt
 from recorder.journal import iter_records
 from recorder.store import ReclaimRequiresDockReceipt
 from recorder.verify import SegmentMissing, verify_directory
+from station.dock import pki  # noqa: E402  (path set up by tests.netns)
 from tests.media_fixture import new_device, record_session
 from tests.netns import DockWorld
 

@@ -35,10 +35,10 @@ import tests.test_dock_receipt as tdr
 import tests.test_format_v2 as tfv
 import tests.test_verify_fuzz as tvf
 import tests.test_verify_tamper as tvt
-from dockstation import pki  # noqa: E402  (path set up by tests.netns)
 from recorder import records, verify
 from recorder.identity import FileSigner
 from recorder.journal import JOURNAL_NAME
+from station.dock import pki  # noqa: E402  (path set up by tests.netns)
 from tests.test_dock_receipt import env  # noqa: F401  (fixture)
 from tests.test_verify_fuzz import pristine  # noqa: F401  (fixture)
 from tests.test_verify_tamper import ev, recorded  # noqa: F401  (fixtures)

@@ -10,13 +10,13 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PROJECT = ("common", "recorder", "hw", "sim", "firmware", "dockstation")
+PROJECT = ("common", "recorder", "hw", "sim", "firmware", "station")
 
 # The evidence-format layer: what a stranger (the dock station, a court's expert) needs to
 # read and check evidence. It stands on its own: these modules and ``common`` only.
 EVIDENCE_FORMAT = {"recorder.records", "recorder.journal", "recorder.verify", "recorder.receipt",
                    "recorder.identity", "recorder.segment_info", "recorder.failures",
-                   "recorder.dock_protocol"}
+                   "recorder.dock_protocol", "recorder.assignment"}
 
 
 def _modules(package_dir: Path, package: str) -> dict[str, Path]:
@@ -28,7 +28,7 @@ def _modules(package_dir: Path, package: str) -> dict[str, Path]:
 MODULES = {**_modules(REPO / "common", "common"), **_modules(REPO / "recorder", "recorder"),
            **_modules(REPO / "hw", "hw"), **_modules(REPO / "sim", "sim"),
            **_modules(REPO / "firmware", "firmware"),
-           **_modules(REPO / "deploy" / "dock" / "dockstation", "dockstation")}
+           **_modules(REPO / "station", "station")}
 
 
 def imports(module: str) -> set[str]:
@@ -53,10 +53,10 @@ def _in(module: str, *packages: str) -> bool:
 
 
 @pytest.mark.parametrize("package, forbidden", [
-    ("common", ("recorder", "hw", "sim", "firmware", "dockstation")),
-    ("recorder", ("hw", "sim", "firmware", "dockstation")),
-    ("hw", ("recorder", "sim", "firmware", "dockstation")),
-    ("firmware", ("dockstation",)),
+    ("common", ("recorder", "hw", "sim", "firmware", "station")),
+    ("recorder", ("hw", "sim", "firmware", "station")),
+    ("hw", ("recorder", "sim", "firmware", "station")),
+    ("firmware", ("station",)),
 ])
 def test_packages_import_only_downwards(package, forbidden):
     wrong = {m: sorted(i for i in imports(m) if _in(i, *forbidden))
@@ -78,7 +78,7 @@ def test_evidence_format_layer_stands_on_its_own():
 
 
 def test_dock_station_imports_only_the_evidence_format_layer():
-    wrong = {m: sorted(i for i in imports(m) if not _in(i, "common", "dockstation")
+    wrong = {m: sorted(i for i in imports(m) if not _in(i, "common", "station")
                        and i not in EVIDENCE_FORMAT and i != "recorder")
-             for m in MODULES if _in(m, "dockstation")}
+             for m in MODULES if _in(m, "station")}
     assert {m: w for m, w in wrong.items() if w} == {}

@@ -1,5 +1,0 @@
-import sys
-
-from dockstation.cli import main
-
-sys.exit(main())

@@ -1,0 +1,1 @@
+"""The catalogue database: models, engine, Alembic migrations (SQLite by default, PostgreSQL for an agency)."""

@@ -1,0 +1,207 @@
+"""The station's web interface in a real browser (Debian's chromium driven by Playwright) over HTTPS.
+
+The server is the real application under uvicorn with the station's self-signed certificate,
+pinned in the browser by its SPKI hash (no "ignore all certificate errors"). Fed by a real
+docking; the station's clock is the test's, so session expiry is tested without waiting.
+"""
+import shutil
+import ssl
+import subprocess
+import sys
+import threading
+import time
+
+import httpx
+import pytest
+from sqlalchemy import select
+
+from station.db import models as m
+from station.web.app import create_app
+from station.web.tls import spki_pin
+from tests.station_fixture import PASSWORD, sqlite_station_world  # noqa: F401
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture()
+def web(sqlite_station_world):
+    import uvicorn
+    w = sqlite_station_world
+    w.dock_device("dev", {"r1": 2, "r2": 1})
+    cert, key = w.cfg.web_cert_path, w.cfg.web_key_path
+    server = uvicorn.Server(uvicorn.Config(create_app(w.st), host="127.0.0.1", port=0, ssl_certfile=str(cert),
+                                           ssl_keyfile=str(key), log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive(), "web server did not start"
+        time.sleep(0.05)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    w.base_url = f"https://127.0.0.1:{port}"
+    w.pin = spki_pin(cert)
+    yield w
+    server.should_exit = True
+    thread.join(timeout=10)
+
+
+@pytest.fixture()
+def browser(web):
+    if not shutil.which(CHROMIUM):
+        pytest.skip("Debian chromium not installed (deploy/bootstrap-dev.sh)")
+    from playwright.sync_api import sync_playwright
+    with sync_playwright() as p:
+        b = p.chromium.launch(executable_path=CHROMIUM, headless=True,
+                              args=[f"--ignore-certificate-errors-spki-list={web.pin}"])
+        yield b
+        b.close()
+
+
+def sign_in(browser, web, username):
+    page = browser.new_context().new_page()
+    page.goto(web.base_url + "/")
+    assert page.url.endswith("/login")
+    page.fill("input[name=username]", username)
+    page.fill("input[name=password]", PASSWORD)
+    page.click("button[type=submit]")
+    return page
+
+
+def audit(web, type_):
+    with web.st.db.session() as s:
+        return [(e.actor, e.subject) for e in s.scalars(select(m.AuditEntry).where(m.AuditEntry.type == type_))]
+
+
+def test_clerk_signs_in_lists_and_opens_a_recording(web, browser):
+    page = sign_in(browser, web, "clerk")
+    assert page.url == web.base_url + "/"
+    rows = page.locator("#recordings tbody tr")
+    assert rows.count() == 2
+    assert "未标注" in rows.first.inner_text()
+    page.click("#recordings tbody tr >> nth=0 >> a")
+    assert page.locator("h1").inner_text().startswith(web.cfg.unit)
+    assert page.locator("#segments tbody tr").count() in (1, 2)
+    assert "入库时已按设备日志校验" in page.locator("#verification").inner_text()
+    # filters: by label state and by an officer with no recordings
+    page.goto(web.base_url + "/?label=已标注")
+    assert "没有符合条件的录像" in page.locator("#recordings").inner_text()
+    page.goto(web.base_url + "/?officer=031337")
+    assert page.locator("#recordings tbody tr").count() == 2
+    assert ("clerk", "user:clerk") in audit(web, "sign-in")
+
+
+def test_an_officer_sees_his_own_and_is_refused_anothers_with_an_audited_page(web, browser):
+    with web.st.db.session() as s:
+        rec_id = s.scalars(select(m.Recording.id)).first()
+    wang = sign_in(browser, web, "wang")
+    assert wang.locator("#recordings tbody tr").count() == 2
+    li = sign_in(browser, web, "li")
+    assert "没有符合条件的录像" in li.locator("#recordings").inner_text()
+    resp = li.goto(f"{web.base_url}/recordings/{rec_id}")
+    assert resp.status == 403
+    assert li.locator("h1").inner_text() == "无权访问" and "已记入审计日志" in li.inner_text("main")
+    assert ("li", f"recording:{rec_id}") in audit(web, "not-allowed")
+
+
+def test_wrong_password_forged_forms_expiry_and_sign_out(web, browser):
+    page = browser.new_context().new_page()
+    page.goto(web.base_url + "/login")
+    page.fill("input[name=username]", "clerk")
+    page.fill("input[name=password]", "wrong-password-1")
+    page.click("button[type=submit]")
+    assert "用户名或密码错误" in page.inner_text("main")
+    assert ("clerk", "user:clerk") in audit(web, "sign-in-refused")
+
+    page = sign_in(browser, web, "clerk")
+    cookie = {c["name"]: c["value"] for c in page.context.cookies()}["station_session"]
+    with httpx.Client(base_url=web.base_url, verify=False, cookies={"station_session": cookie},
+                      follow_redirects=False) as c:
+        # a form posted from elsewhere (no CSRF token): refused and audited; the session lives on
+        r = c.post("/logout", data={"csrf": "forged"})
+        assert r.status_code == 403 and "CSRF" in r.text
+        assert ("clerk", "web-form") in audit(web, "csrf-refused")
+        assert c.get("/").status_code == 200
+        # a sign-in form without its cookie-bound token: refused
+        r = httpx.post(web.base_url + "/login", data={"username": "clerk", "password": PASSWORD}, verify=False)
+        assert r.status_code in (403, 422)
+        # idle past [web] session_idle_minutes: signed out
+        web.clock.advance((web.cfg.web.session_idle_minutes + 1) * 60 * 10**9)
+        r = c.get("/")
+        assert r.status_code == 303 and r.headers["location"] == "/login"
+
+    page = sign_in(browser, web, "clerk")
+    page.click("#logout")
+    assert page.url.endswith("/login")
+    old = {c["name"]: c["value"] for c in page.context.cookies()}.get("station_session")
+    assert old is None
+    assert ("clerk", "user:clerk") in audit(web, "sign-out")
+
+
+def test_station_serve_runs_over_https_with_the_init_certificate(sqlite_station_world):
+    w = sqlite_station_world
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "station", "serve", "--port", str(port)], env=w.env(),
+                            stderr=subprocess.PIPE, text=True)
+    trust = ssl.create_default_context(cafile=str(w.cfg.web_cert_path))   # the init certificate, pinned
+    try:
+        line = proc.stderr.readline()
+        assert f"https://127.0.0.1:{port}/" in line and spki_pin(w.cfg.web_cert_path) in line
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                r = httpx.get(f"https://127.0.0.1:{port}/healthz", verify=trust)
+                break
+            except httpx.ConnectError:
+                assert time.monotonic() < deadline and proc.poll() is None, proc.stderr.read()
+                time.sleep(0.2)
+        assert r.json() == {"status": "ok", "station": w.st.name}
+        assert r.headers["content-security-policy"].startswith("default-src 'self'")
+        assert httpx.get(f"https://127.0.0.1:{port}/", verify=trust,
+                         follow_redirects=False).headers["location"] == "/login"
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+def test_playback_of_the_verified_originals_with_hls_and_a_tampered_segment_refused(web, browser):
+    with web.st.db.session() as s:
+        rec = s.scalars(select(m.Recording).where(m.Recording.recording_id == "r1")).one()
+        segs = s.scalars(select(m.Segment).where(m.Segment.recording == rec.id).order_by(m.Segment.index)).all()
+    assert len(segs) == 2
+    # li may not play wang's recording: refused, audited
+    li = sign_in(browser, web, "li")
+    li.goto(f"{web.base_url}/recordings/{rec.id}")
+    assert li.locator("h1").inner_text() == "无权访问"
+    # wang plays his own (officer_views_own): the playlist lists the original segments
+    page = sign_in(browser, web, "wang")
+    page.goto(f"{web.base_url}/recordings/{rec.id}")
+    page.fill("input[name=reason]", "核对现场情况")
+    page.click("#play")
+    page.wait_for_selector("#video[data-state=ready]", timeout=30000)
+    playlist = page.evaluate("fetch(document.getElementById('video').dataset.playlist).then(r => r.text())")
+    assert playlist.count("#EXTINF") == 2 and playlist.rstrip().endswith("#EXT-X-ENDLIST")
+    first = page.evaluate(f"fetch('/recordings/{rec.id}/segments/0.ts').then(r => r.arrayBuffer())"
+                          ".then(b => Array.from(new Uint8Array(b)).length)")
+    assert first == segs[0].size                     # the original bytes, as journaled
+    page.evaluate("document.getElementById('video').play()")
+    page.wait_for_function("() => document.getElementById('video').currentTime > 0.3", timeout=30000)
+    # seek into the second segment
+    page.evaluate("v => { const e = document.getElementById('video'); e.currentTime = 1.5; }", None)
+    page.wait_for_function("() => document.getElementById('video').currentTime >= 1.5", timeout=30000)
+    assert ("wang", f"recording:{rec.id}") in audit(web, "view")
+    # a segment changed on disk: not served, an integrity alert in the audit journal
+    path = web.st.store / "devices" / rec.device_id / "mirror" / segs[1].path
+    path.chmod(0o644)
+    data = bytearray(path.read_bytes())
+    data[500] ^= 0xFF
+    path.write_bytes(bytes(data))
+    status = page.evaluate(f"fetch('/recordings/{rec.id}/segments/1.ts').then(r => r.status)")
+    assert status == 409
+    assert ("wang", f"recording:{rec.id}") in audit(web, "integrity-alert")
+    # and a new playback is refused outright (view checks every segment first)
+    page.goto(f"{web.base_url}/recordings/{rec.id}")
+    page.click("#play")
+    assert "校验" in page.inner_text("main") or "differs" in page.inner_text("main")
