@@ -48,17 +48,9 @@ def x264_params(v: VideoSettings) -> str:
     """Fixed GOP, no scene-cut keyframes, in-band SPS/PPS: every segment starts on an IDR
     at a known frame and decodes on its own. No B-frames: packets leave in display order,
     so a file cut by a power loss ends on a whole frame, the encoder holds fewer frames
-    (less memory, quicker sealing), and it costs less CPU.
-
-    force-cfr: every picture comes on the recording's constant-rate grid (PTS = slot x
-    frame_ticks; missed slots are filled by repeats), so x264 need not hold one frame back
-    to learn each frame's duration from the next PTS (its variable-frame-rate input mode).
-    Each picture's packet then leaves with it, and one 1080p input frame (~6 MB with its
-    lookahead planes) is not kept. The coded pictures are the same bits; only the SPS's VUI
-    timing fields change (the stream now declares its 30 fps instead of the 1/90000 time
-    base); packet timestamps are ours, unchanged."""
+    (less memory, quicker sealing), and it costs less CPU."""
     return (f"keyint={v.gop}:min-keyint={v.gop}:scenecut=0:open-gop=0:repeat-headers=1:bframes=0"
-            f":force-cfr=1:vbv-maxrate={v.bitrate_kbps}:vbv-bufsize={v.bitrate_kbps * 2}")
+            f":vbv-maxrate={v.bitrate_kbps}:vbv-bufsize={v.bitrate_kbps * 2}")
 
 
 class H264Encoder:

@@ -41,17 +41,18 @@ import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Iterable, TypeGuard
+from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeGuard
 
-from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from cryptography.x509.oid import ExtendedKeyUsageOID
 
 from recorder import records
 from recorder.failures import NamedFailure
 from recorder.records import MalformedLine, Record
+
+if TYPE_CHECKING:   # x509 (~7 MB of RSS) is imported only where a certificate is read: not while recording
+    from cryptography import x509
 
 log = logging.getLogger(__name__)
 
@@ -320,6 +321,8 @@ def check_dock_certificate(cert: x509.Certificate, ca_cert: x509.Certificate,
     if not cert.not_valid_before_utc <= now <= cert.not_valid_after_utc:
         raise UntrustedDock(f"certificate not valid now ({cert.not_valid_before_utc:%Y-%m-%d} .. "
                             f"{cert.not_valid_after_utc:%Y-%m-%d})")
+    from cryptography import x509
+    from cryptography.x509.oid import ExtendedKeyUsageOID
     try:
         eku = cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value
     except x509.ExtensionNotFound:
@@ -388,6 +391,7 @@ class ReceiptValidator:
         signed = parse_signed(wire)
         r = signed.receipt
         try:
+            from cryptography import x509
             cert = x509.load_pem_x509_certificate(signed.dock_cert_pem)
         except ValueError as exc:
             raise ReceiptMalformed(f"dock_cert is not a PEM certificate: {exc}") from None
