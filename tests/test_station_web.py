@@ -205,3 +205,53 @@ def test_playback_of_the_verified_originals_with_hls_and_a_tampered_segment_refu
     page.goto(f"{web.base_url}/recordings/{rec.id}")
     page.click("#play")
     assert "校验" in page.inner_text("main") or "differs" in page.inner_text("main")
+
+
+def test_the_labelling_queue_and_labelling_in_the_browser(web, browser):
+    # the officer sees his two unlabelled recordings, his supervisor too, another officer none
+    wang = sign_in(browser, web, "wang")
+    wang.goto(web.base_url + "/queue")
+    assert wang.locator("#queue tbody tr").count() == 2 and "未到期" in wang.inner_text("#queue")
+    chief = sign_in(browser, web, "chief")
+    chief.goto(web.base_url + "/queue")
+    assert chief.locator("#queue tbody tr").count() == 2
+    li = sign_in(browser, web, "li")
+    li.goto(web.base_url + "/queue")
+    assert "没有待标注的录像" in li.inner_text("#queue")
+    # 49 h after the transfer: overdue, for the officer and his supervisor
+    web.clock.advance(49 * 3600 * 10**9)
+    clerk = sign_in(browser, web, "clerk")
+    clerk.goto(web.base_url + "/queue?overdue=1")
+    assert clerk.locator("#queue tbody tr.overdue").count() == 2
+    # the clerk labels r1 from its page: the S3 name follows the label, the queue shrinks
+    clerk.click("#queue tbody tr >> nth=0 >> a")
+    clerk.fill("input[name=activity]", "夜间巡查")
+    clerk.select_option("select[name=category]", "行政检查")
+    clerk.fill("input[name=counterpart]", "某某餐饮店")
+    clerk.fill("input[name=content]", "油烟排放检查")
+    clerk.fill("input[name=place]", "思明区湖滨南路")
+    clerk.click("#label-submit")
+    assert "某某餐饮店" in clerk.locator("h1").inner_text() and "油烟排放检查" in clerk.locator("h1").inner_text()
+    assert "行政检查" in clerk.inner_text("#labels") and clerk.locator("#label-form").count() == 0
+    clerk.goto(web.base_url + "/queue")
+    assert clerk.locator("#queue tbody tr").count() == 1
+    # bad input comes back as a message, nothing written; li may not label wang's recording (audited)
+    with web.st.db.session() as s:
+        other = s.scalars(select(m.Recording).where(m.Recording.name.contains("未标注"))).one()
+    clerk.goto(f"{web.base_url}/recordings/{other.id}")
+    clerk.fill("input[name=case_no]", "NO-SUCH-CASE")
+    clerk.fill("input[name=counterpart]", "x")
+    clerk.fill("input[name=content]", "x")
+    clerk.fill("input[name=place]", "x")
+    clerk.click("#label-submit")
+    assert "NO-SUCH-CASE" in clerk.inner_text("#label-error")
+    with web.st.db.session() as s:
+        assert s.scalars(select(m.Label).where(m.Label.recording == other.id)).all() == []
+    li = sign_in(browser, web, "li")          # a new session: the old one ended idle 49 h ago
+    csrf = li.evaluate("() => document.querySelector('input[name=csrf]').value")
+    status = li.evaluate(
+        "([u, t]) => fetch(u, {method: 'POST', body: new URLSearchParams({csrf: t, activity: 'a', category: '其他', "
+        "counterpart: 'a', content: 'a', place: 'a'})}).then(r => r.status + ' ' + r.url)",
+        [f"{web.base_url}/recordings/{other.id}/label", csrf])
+    assert status.startswith("403"), status
+    assert ("li", f"recording:{other.id}") in audit(web, "not-allowed")

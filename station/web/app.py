@@ -10,6 +10,7 @@ import secrets
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
@@ -19,6 +20,8 @@ from sqlalchemy import select
 
 from station.access.accounts import ROLE_ZH, has_role, roles_of
 from station.app import Station
+from station.casework.labels import LabelInput, label_recording, may_label
+from station.casework.queue import queue
 from station.cli.common import iso, parse_time
 from station.clock import NS_PER_HOUR
 from station.db import models as m
@@ -162,7 +165,34 @@ def create_app(st: Station) -> FastAPI:
             except NotAllowed:
                 playing = False
         return render(request, "recording.html", signed=signed, rec=rec, segs=segs, stops=stops, labels=labels,
-                      docking=docking, playing=playing)
+                      docking=docking, playing=playing, may_label=may_label(signed.user, rec) and not any(
+                          lab.current for lab in labels) and rec.status == "stored",
+                      categories=st.cfg.labels.categories, label_error=request.query_params.get("label_error", ""))
+
+    # ---- labelling (S2): the 48 h queue and the label form ----------------------------------
+    @app.get("/queue", response_class=HTMLResponse)
+    def label_queue(request: Request, overdue: str = "") -> Response:
+        signed = who(request)
+        need(signed, "officer", *STAFF, what="view the labelling queue")
+        items = queue(st, signed.user, overdue_only=overdue == "1")
+        return render(request, "queue.html", signed=signed, items=items, overdue=overdue == "1",
+                      hours=st.cfg.labels.deadline_hours)
+
+    @app.post("/recordings/{rec_id}/label")
+    def label(request: Request, rec_id: int, csrf: str = Form(""), case_no: str = Form(""),
+              activity: str = Form(""), category: str = Form(""), counterpart: str = Form(""),
+              content: str = Form(""), place: str = Form("")) -> Response:
+        signed = who(request)
+        check_csrf(signed, csrf)
+        inp = LabelInput(case_no=case_no.strip() or None, activity=activity.strip() or None,
+                         category=category.strip() or None, counterpart=counterpart, content=content, place=place)
+        try:
+            label_recording(st, signed.user, f"#{rec_id}", inp)
+        except NotAllowed as exc:
+            raise _Refused(f"标注录像 {rec_id}", str(exc)) from None
+        except StationError as exc:
+            return RedirectResponse(f"/recordings/{rec_id}?label_error={quote(str(exc))}", status_code=303)
+        return RedirectResponse(f"/recordings/{rec_id}", status_code=303)
 
     playbacks = Playbacks()
 
