@@ -12,7 +12,10 @@ venv="$repo/.venv"
 apt_packages=(ffmpeg chrony espeak-ng sox shellcheck iproute2 tesseract-ocr tesseract-ocr-eng python3-venv time
               systemd openssl coreutils passwd mount
               postgresql fonts-noto-cjk poppler-utils libpango-1.0-0 libpangoft2-1.0-0
-              chromium)   # npm (with Node.js) is on the machine already: the station web assets (below)
+              chromium    # npm (with Node.js) is on the machine already: the station web assets (below)
+              age         # the standard tool a third party decrypts an encrypted segment with
+              qemu-system-x86 busybox-static      # the USB-gadget VM (Debian's kernel, dummy_hcd)
+              qemu-user-static mmdebstrap arch-test)   # the arm64 Bookworm install check
 
 missing=()
 for pkg in "${apt_packages[@]}"; do

