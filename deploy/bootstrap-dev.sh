@@ -15,7 +15,8 @@ apt_packages=(ffmpeg chrony espeak-ng sox shellcheck iproute2 tesseract-ocr tess
               chromium    # npm (with Node.js) is on the machine already: the station web assets (below)
               age         # the standard tool a third party decrypts an encrypted segment with
               qemu-system-x86 busybox-static      # the USB-gadget VM (Debian's kernel, dummy_hcd)
-              qemu-user-static mmdebstrap arch-test)   # the arm64 Bookworm install check
+              qemu-user-static mmdebstrap arch-test    # the arm64 Bookworm install check
+              systemd-container)   # systemd-nspawn: the arm64 check boots the image
 
 missing=()
 for pkg in "${apt_packages[@]}"; do

@@ -275,7 +275,13 @@ enable_units() {
         return 0
     fi
     if [ -z "$R" ]; then
-        run systemctl daemon-reload
+        # daemon-reload needs a running systemd; in a chroot or an image being built there is
+        # none ("System has not been booted with systemd"), and enable works offline there.
+        if [ -d /run/systemd/system ]; then
+            run systemctl daemon-reload
+        else
+            log "systemd is not running here (chroot or image build): units enabled for the next boot"
+        fi
         run systemctl enable "${units[@]}"
         # Bluetooth is off (dtoverlay=disable-bt); its UART helper would only fail.
         if systemctl list-unit-files hciuart.service > /dev/null 2>&1; then

@@ -17,6 +17,8 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from firmware import config as config_mod
 
 if TYPE_CHECKING:
+    from firmware.bench.rig import Bench
+    from firmware.bench.server import BenchServer
     from firmware.docking import DockWatcher
     from firmware.evidence import Evidence
     from firmware.hardware import Devices
@@ -158,6 +160,7 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--provision", action="store_true",
                    help="create the device key if there is none (bench and simulation)")
     r.add_argument("--no-seal", action="store_true", help=argparse.SUPPRESS)  # benchmarks only
+    _add_devices_option(r)
     r.set_defaults(func=cmd_record)
 
     from firmware import evidence_cli
@@ -166,6 +169,8 @@ def build_parser() -> argparse.ArgumentParser:
     shift_report.add_subcommands(sub)
 
     _add_service_commands(sub, common)
+    from firmware.bench import client as bench_client
+    bench_client.add_subcommands(sub, common)
     from firmware import dock_cli
     dock_cli.add_subcommands(sub)
 
@@ -190,6 +195,13 @@ def _add_service_commands(sub: argparse._SubParsersAction[_Parser], common: _Par
     run.add_argument("--key-dir", type=Path, help="device key directory (default: identity.key_dir)")
     run.add_argument("--provision", action="store_true", help="create the device key if there is none")
     run.add_argument("--duration", type=_seconds, metavar="SECONDS", help="shut down after this long")
+    run.add_argument("--console", action="store_true",
+                     help="bench console on this terminal: press buttons, inject faults, see lamps and "
+                          "cues live ('help' lists the commands; docs/bench-console.md)")
+    run.add_argument("--bench-socket", nargs="?", type=Path, const=_DEFAULT_SOCKET, metavar="PATH",
+                     help="the same commands from other processes over a Unix socket, one JSON reply "
+                          "per line (default PATH: service.runtime_dir/bench.sock)")
+    _add_devices_option(run)
     run.set_defaults(func=cmd_run)
     st = sub.add_parser("status", parents=[common], help="run the self-check and print it (journaled)")
     st.add_argument("--config", type=Path, help="TOML configuration file")
@@ -198,6 +210,7 @@ def _add_service_commands(sub: argparse._SubParsersAction[_Parser], common: _Par
     st.add_argument("--key-dir", type=Path, help="device key directory (default: identity.key_dir)")
     st.add_argument("--provision", action="store_true", help=argparse.SUPPRESS)
     st.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for a running service")
+    _add_devices_option(st)
     st.set_defaults(func=cmd_status)
     sc = sub.add_parser("scenario", parents=[common], help="run a scripted shift on simulated hardware",
                         description="Run a shift script (see sim/scenario.py) faster than real time.")
@@ -205,6 +218,29 @@ def _add_service_commands(sub: argparse._SubParsersAction[_Parser], common: _Par
     sc.add_argument("--out", type=Path, required=True, help="new evidence directory")
     sc.add_argument("--config", type=Path, help="TOML configuration (script 'set' lines override it)")
     sc.set_defaults(func=cmd_scenario)
+
+
+_DEFAULT_SOCKET = Path("bench.sock")   # --bench-socket without a path: in the runtime directory
+
+
+def _add_devices_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--devices", type=Path, metavar="FILE",
+                   help="TOML file with a [devices] table choosing real or sim part by part "
+                        "(also $BODYCAM_DEVICES; BODYCAM_CAMERA=real|sim etc. override it)")
+
+
+def _selection(args: argparse.Namespace, gps_default: str | None = None) -> Any:
+    """Which parts are real and which simulated (``firmware.hardware.DeviceSelection``)."""
+    from firmware import hardware
+    selection = hardware.DeviceSelection.resolve(bool(args.sim), file=getattr(args, "devices", None),
+                                                 gps_default=gps_default)
+    selection.check_libraries()
+    return selection
+
+
+def _boot_devices(selection: Any) -> dict[str, Any]:
+    """The boot record says which parts were real when the device mixes them."""
+    return {"devices": selection.as_dict()} if selection.mixed else {}
 
 
 def cmd_scenario(args: argparse.Namespace) -> int:
@@ -215,8 +251,11 @@ def cmd_scenario(args: argparse.Namespace) -> int:
 def _open_evidence(args: argparse.Namespace, cfg: Config, out: Path, devices: Devices) -> Evidence:
     """Key, journal (boot record, salvage of what a crash left) and the config in force."""
     from firmware import hardware
+    selection = devices.selection
     return hardware.open_device_evidence(cfg, devices, out, _key_dir(args, cfg),
-                                         provision=args.provision, simulated=bool(args.sim))
+                                         provision=args.provision,
+                                         simulated=bool(args.sim) or bool(selection and selection.mixed),
+                                         boot_extra=_boot_devices(selection) if selection else None)
 
 
 def _open_service(args: argparse.Namespace, cfg: Config, realtime: bool = True) -> tuple[Service, Path]:
@@ -225,12 +264,12 @@ def _open_service(args: argparse.Namespace, cfg: Config, realtime: bool = True) 
 
     out = args.out or Path(cfg["storage"]["dir"])
     out = config_mod.check_output_dir(out, "--out" if args.out else "storage.dir")
-    if args.sim:
-        devices = hardware.simulated(cfg, realtime=realtime)   # the sim's one time quality
-    else:
-        devices = hardware.raspberry_pi(cfg)
-    return hardware.build_service(cfg, devices, out, _key_dir(args, cfg), sim=bool(args.sim),
-                                  provision=args.provision), out
+    bench = bool(getattr(args, "console", False) or getattr(args, "bench_socket", None))
+    selection = _selection(args, gps_default="sim" if bench and args.sim else None)
+    devices = hardware.build_devices(cfg, selection, realtime=realtime)   # sim: its one time quality
+    return hardware.build_service(cfg, devices, out, _key_dir(args, cfg),
+                                  sim=bool(args.sim) or selection.mixed, provision=args.provision,
+                                  boot_extra=_boot_devices(selection)), out
 
 
 def _runtime(cfg: Config) -> Path:
@@ -245,6 +284,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from recorder.journal import JournalError
 
     cfg = config_mod.load(args.config)
+    _selection(args)   # a bad device selection is refused before anything is opened
     try:
         _require_key(args, cfg)
     except IdentityError as exc:
@@ -275,8 +315,15 @@ def cmd_run(args: argparse.Namespace) -> int:
     watchdog = _supervise(service)
     docking = None if args.sim else _dock_watcher(cfg, service)
     until = None
+    bench = server = None
     try:
         service.boot()
+        if args.console or args.bench_socket:
+            try:
+                bench, server = _start_bench(args, rt, service)
+            except OSError as exc:   # the socket path is taken, or cannot be made
+                error(f"bench console: {exc}")
+                return EXIT_FAIL
         watchdog.notifier.ready("recording service up")
         if args.duration is not None:
             until = service.clock() + int(args.duration * 1e9)
@@ -287,10 +334,34 @@ def cmd_run(args: argparse.Namespace) -> int:
         if docking is not None:
             docking.close()
         service.shutdown("stop")
+        if bench is not None:
+            bench.close()
+        if server is not None:
+            server.close()
         service.dev.close()
         lock.close()
     print(out)
     return EXIT_OK
+
+
+def _start_bench(args: argparse.Namespace, rt: Path, service: Service) -> tuple[Bench, BenchServer | None]:
+    """The bench console (``--console``) and/or its socket (``--bench-socket``) on the service."""
+    from firmware.bench import console
+    from firmware.bench.rig import Bench
+    from firmware.bench.server import BenchServer
+
+    bench = Bench(service)
+    server = None
+    if args.bench_socket:
+        path = rt / args.bench_socket if args.bench_socket == _DEFAULT_SOCKET else args.bench_socket
+        try:
+            server = BenchServer(bench, path)
+        except OSError:
+            bench.close()
+            raise
+    if args.console:
+        console.start(bench, service.stop)
+    return bench, server
 
 
 def _supervise(service: Service) -> Watchdog:
@@ -395,14 +466,12 @@ def cmd_record(args: argparse.Namespace) -> int:
         _require_key(args, cfg)   # before the evidence directory is created
     except IdentityError as exc:
         return _evidence_open_failed(exc, _key_dir(args, cfg))
+    selection = _selection(args, gps_default="sim" if args.sim and args.sim_gps else None)
     out = args.out or Path(cfg["storage"]["dir"])
     out = config_mod.check_output_dir(out, "--out" if args.out else f"{args.config}: storage.dir")
-    if args.sim:
-        devices = hardware.simulated(cfg, realtime=not args.fast, wav=args.audio_wav,
-                                     camera_stalls=args.camera_stall,
+    devices = hardware.build_devices(cfg, selection, realtime=not (args.sim and args.fast),
+                                     wav=args.audio_wav, camera_stalls=args.camera_stall,
                                      mic_dead_from=args.mic_dead_from, gps_scenario=args.sim_gps)
-    else:
-        devices = hardware.raspberry_pi(cfg)
     try:
         return _record(args, cfg, out, devices)
     finally:

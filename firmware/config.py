@@ -20,7 +20,7 @@ from typing import Any, cast
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from common.settings import Section, read_toml, setting
-from recorder import records
+from recorder import age, records
 from recorder.encode import AudioSettings, VideoSettings
 from recorder.pipeline import PipelineSettings
 
@@ -155,6 +155,58 @@ class CaptureSection(_Documented):
                                    "with silence", _range(0.2, 60.0))
 
 
+ENCRYPTION_MODES = ("auto", "required", "off")
+
+
+@dataclass(frozen=True)
+class EncryptionSection(_Documented):
+    """Encryption at rest of segments and voice notes to the agency's age key (docs/encryption.md)."""
+    SECTION = "encryption"
+    mode: str = setting("auto", "auto: encrypt once an agency key is provisioned (recipients_file "
+                        "exists); required: no recording and a failed self-check without it; off: "
+                        "never (a lab device)", _one_of(*ENCRYPTION_MODES))
+    recipients_file: str = setting("/etc/bodycam/encryption/recipients.txt",
+                                   "the agency's age public key (age1...) and an optional escrow key, "
+                                   "one per line; installed by `bodycam encryption install`", _nonempty)
+
+
+class EncryptionKeyMissing(ConfigError):
+    """Encryption is required (or a key file is there) but no usable agency key is installed."""
+
+
+def encryption_recipients(c: dict[str, dict[str, Any]]) -> tuple[str, ...]:
+    """The age recipients every segment and voice note is encrypted to; () to record in clear.
+
+    ``auto`` with no recipients file records in clear (a device not provisioned yet); a file
+    that is there but unreadable, empty or holding a bad key is refused in any mode but
+    ``off``: a device meant to encrypt never falls back to clear text silently."""
+    e = c.get("encryption", {})
+    mode, path = e.get("mode", "auto"), Path(e.get("recipients_file", ""))
+    if mode == "off":
+        return ()
+    if not path.exists():
+        if mode == "required":
+            raise EncryptionKeyMissing(f"encryption.mode = 'required' but the agency key {path} is "
+                                       "missing: provision it with `bodycam encryption install`")
+        return ()
+    try:
+        found = age.parse_recipients(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, age.AgeError) as exc:
+        raise EncryptionKeyMissing(f"agency key file {path} is unusable: {exc}") from None
+    if not found:
+        raise EncryptionKeyMissing(f"agency key file {path} holds no age recipient")
+    return tuple(found)
+
+
+def encryption_probe(c: dict[str, dict[str, Any]]) -> Callable[[], tuple[str, int]]:
+    """The self-check's encryption probe (firmware.selfcheck.Probes.encryption): (mode, number
+    of recipients), EncryptionKeyMissing when the key is required or installed but unusable.
+    Read afresh at each check: a key removed after start is noticed."""
+    def probe() -> tuple[str, int]:
+        return c.get("encryption", {}).get("mode", "auto"), len(encryption_recipients(c))
+    return probe
+
+
 # Every section of the file, in the order ``config defaults`` prints them: a ``Section``
 # dataclass (common.settings) kept next to the code that uses it, loaded by
 # ``from_mapping(table, device_id=...)``. Named as "module:Class" so that reading a config
@@ -168,6 +220,7 @@ SECTIONS: dict[str, str] = {
     "storage": "firmware.config:StorageSection",
     "identity": "firmware.config:IdentitySection",
     "capture": "firmware.config:CaptureSection",
+    "encryption": "firmware.config:EncryptionSection",
     "controls": "hw.buttons:ControlsConfig",
     "indicators": "hw.indicators:IndicatorConfig",
     "battery": "hw.battery:BatteryConfig",
@@ -348,7 +401,7 @@ def pipeline_settings(c: dict[str, dict[str, Any]]) -> PipelineSettings:
         device_id=c["device"]["id"], officer_id=c["device"]["officer_id"],
         timezone=c["stamp"]["timezone"],
         stall_timeout_s=cap["stall_timeout_s"], max_bridge_s=cap["max_bridge_s"],
-        mic_timeout_s=cap["mic_timeout_s"])
+        mic_timeout_s=cap["mic_timeout_s"], recipients=encryption_recipients(c))
 
 
 def render_defaults() -> str:

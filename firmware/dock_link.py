@@ -331,6 +331,9 @@ class _Handler(BaseHTTPRequestHandler):
             return self._drop()
         self.dock_id = dock_id
         self.session_end = time.monotonic() + s.session_max_s
+        # the handshake's short limit ends with it: from here each request has idle_timeout_s
+        # (enforced whole by the reaper's deadlines), and a dock may pause that long between them
+        self.request.settimeout(s.idle_timeout_s)
         super().setup()
 
     def _await_hello(self) -> None:

@@ -5,6 +5,11 @@ enumerated the gadget, i.e. the officer put the camera in the dock), then
 moves the service to *docked* (recording is not possible there) and starts
 the dock link; when the host goes away, stops the link and undocks. A
 controller that cannot be read counts as not docked and is logged once.
+
+The host configures the gadget before the device's end of the link has its
+address (NetworkManager assigns it once the interface has carrier), so a link
+that could not start is started again on later polls while docked (seen in
+the USB gadget VM test, tests/test_usb_gadget_vm.py).
 """
 from __future__ import annotations
 
@@ -21,6 +26,8 @@ class HostLink(Protocol):
 class Link(Protocol):
     def start(self) -> None: ...
     def stop(self) -> None: ...
+    @property
+    def running(self) -> bool: ...
 
 
 class DockWatcher:
@@ -31,6 +38,7 @@ class DockWatcher:
         self._next_ns: int | None = None
         self.link: Link | None = None
         self._unreadable = False
+        self._start_failed = False
 
     @property
     def docked(self) -> bool:
@@ -46,6 +54,8 @@ class DockWatcher:
             self._enter()
         elif not present and self.link is not None:
             self._leave(self.link)
+        elif present and self.link is not None and not self.link.running:
+            self._start(self.link)
 
     def _host_present(self) -> bool:
         try:
@@ -64,13 +74,21 @@ class DockWatcher:
         except Exception as exc:  # e.g. the state machine refuses from its current state
             log.error("dock host present but the device cannot dock now: %s", exc)
             return
-        link = self.make_link()
+        self.link = self.make_link()
+        self._start_failed = False
+        self._start(self.link)
+
+    def _start(self, link: Link) -> None:
         try:
             link.start()
         except Exception as exc:
-            log.error("dock link did not start: %s (device stays docked, not recording)", exc)
-        self.link = link
-        log.info("docked: dock link up")
+            if not self._start_failed:
+                log.error("dock link did not start: %s (device stays docked, not recording; "
+                          "retrying while docked)", exc)
+                self._start_failed = True
+            return
+        log.info("docked: dock link up%s", " (after retrying)" if self._start_failed else "")
+        self._start_failed = False
 
     def _leave(self, link: Link) -> None:
         self.link = None

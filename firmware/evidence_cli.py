@@ -104,6 +104,9 @@ def add_subcommands(subparsers: argparse._SubParsersAction[_P]) -> None:
                         help="SEQ:HASH of a record known from an earlier verification")
     verify.set_defaults(func=_verify)
 
+    from firmware import encryption_cli  # provisioning of the agency key (docs/encryption.md)
+    encryption_cli.add_subcommands(subparsers)
+
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="bodycam-evidence")

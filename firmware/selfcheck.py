@@ -78,6 +78,9 @@ class Probes:
     camera: Callable[[], bool] | None = None                          # frames delivered?
     microphone: Callable[[], float] | None = None                     # RMS in dBFS (-inf = silence)
     journal: Callable[[], bool] | None = None                         # journal verified?
+    # (mode, recipients) of [encryption]; raises when a required or installed key is unusable.
+    # Optional: a service built before encryption existed has no such item (not a pass either)
+    encryption: Callable[[], tuple[str, int]] | None = None
 
 
 @dataclass(frozen=True)
@@ -277,6 +280,26 @@ def _journal(probe: _Probe, _t: SelfCheckThresholds, _bitrate: int) -> CheckItem
                      "verified" if ok else "journal does not verify", {"verified": ok})
 
 
+def _encryption(probe: _Probe, _t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
+    """D1 and D13: encryption configured but its agency key missing is a FAIL (the recorder
+    refuses to record in clear then); a device not provisioned yet (mode auto, no key) WARNs."""
+    try:
+        answer = probe()
+    except ValueError as exc:    # firmware.config.EncryptionKeyMissing
+        return CheckItem("encryption", Status.FAIL, str(exc), {"recipients": 0})
+    if (not isinstance(answer, tuple) or len(answer) != 2 or not isinstance(answer[1], int)
+            or isinstance(answer[1], bool)):
+        raise _Unusable(f"encryption probe: expected (mode, recipients), got {answer!r}")
+    mode, n = str(answer[0]), answer[1]
+    if n:
+        return CheckItem("encryption", Status.PASS, f"on: {n} recipient key(s)", {"recipients": n})
+    if mode == "off":
+        return CheckItem("encryption", Status.WARN, "off by configuration: recordings in clear",
+                         {"recipients": 0})
+    return CheckItem("encryption", Status.WARN, "no agency key provisioned: recordings in clear",
+                     {"recipients": 0})
+
+
 _ITEMS = (("battery", _battery), ("storage", _storage), ("time", _time),
           ("camera", _camera), ("microphone", _microphone), ("journal", _journal))
 
@@ -286,7 +309,8 @@ def run_self_check(probes: Probes, thresholds: SelfCheckThresholds, bitrate_bps:
     if isinstance(bitrate_bps, bool) or not isinstance(bitrate_bps, int) or bitrate_bps <= 0:
         raise ValueError(f"bitrate_bps must be a positive integer, got {bitrate_bps!r}")
     items = []
-    for name, judge in _ITEMS:
+    optional = (("encryption", _encryption),) if probes.encryption is not None else ()
+    for name, judge in _ITEMS + optional:
         probe = getattr(probes, name)
         if probe is None:
             items.append(CheckItem(name, Status.FAIL, "not checked: no probe wired"))

@@ -87,6 +87,8 @@ class ServiceSettings:
     reminder: ReminderConfig
     service: ServiceConfig
     reserve_bytes: int                    # [storage] reserve_mb: never recorded into
+    # the self-check's encryption item (D1, D13): (mode, recipients), read afresh at each check
+    encryption: Callable[[], tuple[str, int]] | None = None
 
     @classmethod
     def from_config(cls, cfg: dict[str, dict[str, Any]],
@@ -99,7 +101,8 @@ class ServiceSettings:
                            prebuffer_audio=sc.prebuffer_audio)
         return cls(pipeline, config_mod.section(cfg, "controls"), config_mod.section(cfg, "indicators"),
                    config_mod.section(cfg, "battery"), config_mod.section(cfg, "selfcheck"),
-                   config_mod.section(cfg, "reminder"), sc, cfg["storage"]["reserve_mb"] * MB)
+                   config_mod.section(cfg, "reminder"), sc, cfg["storage"]["reserve_mb"] * MB,
+                   config_mod.encryption_probe(cfg))
 
     @property
     def bitrate_bps(self) -> int:
@@ -133,7 +136,7 @@ class Service:
                                    pending=pending_from_journal(evidence.journal.path, self.clock()),
                                    pause_request_s=sc.pause_request_s, note_answer_s=sc.note_answer_s)
         self.notes = VoiceNoteWriter(evidence.store, evidence.journal, settings.pipeline.audio.sample_rate,
-                                     settings.pipeline.audio.bitrate_kbps)
+                                     settings.pipeline.audio.bitrate_kbps, recipients=settings.pipeline.recipients)
         self._gestures: collections.deque[Gesture] = collections.deque()
         self.buttons = GestureButtons(settings.controls, self._gestures.append, clock=self.clock,
                                       pin_factory=board.pin_factory)
@@ -189,7 +192,7 @@ class Service:
 
         return Probes(battery=battery, storage=self.storage.usable_bytes,
                       time=lambda: self.dev.wall_clock.at(self.clock()), camera=camera,
-                      microphone=self.mic_level_dbfs, journal=journal)
+                      microphone=self.mic_level_dbfs, journal=journal, encryption=self.settings.encryption)
 
     def self_check(self) -> SelfCheckResult:
         result = run_self_check(self._probes(), self.settings.selfcheck, self.settings.bitrate_bps)

@@ -218,9 +218,13 @@ class StateMachine:
 
     def power_off(self, cause: str = "officer-power-off") -> None:
         self._go(State.OFF, cause)
+        self._resume_on_frames = False
 
     def dock(self) -> None:
+        """Docking ends the shift's recording: a resume still awaited after a camera stall is
+        dropped, so undocking never starts a recording the officer did not ask for."""
         self._go(State.DOCKED, "docked")
+        self._resume_on_frames = False
 
     def undock(self) -> None:
         self._go(State.READY, "undocked", _FROM_DOCKED)

@@ -277,7 +277,7 @@ class UsbGadget:
             self.down()
         try:
             self.build()
-            self._write("UDC", udc, step="bind to UDC")
+            self.bind(udc)
         except Exception:
             log.error("gadget setup failed; removing the partial gadget")
             try:
@@ -362,6 +362,16 @@ class UsbGadget:
             raise GadgetError(f"removing gadget {g} failed at {exc.filename or '?'}: {exc.strerror}") from exc
         log.info("USB gadget %s removed", self.settings.name)
 
+    def bind(self, udc: str) -> None:
+        """Attach the built gadget to ``udc``: the host sees a device plugged in."""
+        self._write("UDC", udc, step="bind to UDC")
+
+    def unbind(self) -> None:
+        """Detach the gadget from its controller (kept in configfs): the host sees it
+        unplugged, as when the camera leaves the dock; :meth:`bind` plugs it in again."""
+        if self.bound_udc():
+            self._write("UDC", "", step="unbind from UDC")
+
     def bound_udc(self) -> str:
         """The UDC the gadget is bound to, or "" (also when the gadget does not exist)."""
         rel = f"{self.dir}/UDC"
@@ -421,6 +431,13 @@ class UsbHostLink:
     dock link can come up.  ``state`` files in ``/sys/class/udc/<udc>/state``
     read e.g. ``not attached``, ``powered``, ``default``, ``addressed``,
     ``configured``, ``suspended``.
+
+    ``state`` alone is not enough: the kernel only changes it when the
+    controller driver reports a change, and ``dummy_hcd`` (the gadget VM test)
+    leaves it at ``configured`` after the gadget is unbound.  So a controller
+    with no gadget bound (its ``function`` attribute, where the kernel has it,
+    is empty) counts as not configured whatever ``state`` says.  The Pi's dwc2
+    sets ``not attached`` itself on a disconnect or session-end interrupt.
     """
 
     def __init__(self, udc: str = "", udc_class_dir: Path | str = DEFAULT_UDC_CLASS_DIR) -> None:
@@ -448,18 +465,30 @@ class UsbHostLink:
         except (OSError, UnicodeDecodeError) as exc:
             raise GadgetError(f"cannot read USB controller state {path}: {exc}") from exc
 
+    def gadget_bound(self) -> bool:
+        """False when the controller's ``function`` attribute says no gadget is bound
+        (True where the kernel has no such attribute: then ``state`` is all there is)."""
+        path = self.state_path().with_name("function")
+        try:
+            return bool(path.read_text(encoding="utf-8").strip())
+        except FileNotFoundError:
+            return True
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GadgetError(f"cannot read USB controller function {path}: {exc}") from exc
+
     def host_configured(self) -> bool:
         """True when a host has configured the gadget; False otherwise, and when the
         controller is missing (logged once, so a polling loop does not flood the log)."""
         try:
             state = self.state()
+            bound = state == "configured" and self.gadget_bound()
         except GadgetError as exc:
             if not self._warned:
                 log.warning("%s; treating as no host attached", exc)
                 self._warned = True
             return False
         self._warned = False
-        return state == "configured"
+        return bound
 
 
 def load_settings(config_file: Path, *, serial: str | None = None) -> GadgetSettings:

@@ -53,6 +53,7 @@ class PipelineSettings:
     audio_latency_s: float = 0.1   # how long to wait for the last sound at stop
     prebuffer_s: float = 0.0       # pre-event buffer while ready (driven capture only), 0-120 s
     prebuffer_audio: bool = False  # keep sound in the pre-event buffer too
+    recipients: tuple[str, ...] = ()  # age recipients segments are encrypted to (docs/encryption.md)
 
 
 @dataclass
@@ -279,7 +280,7 @@ class Pipeline:
         rec = Recording(self.out_dir / "recordings" / rid, rid, self.s.video, self.s.audio, self.s.segment_seconds,
                         t0_ns, self.stamper, self.wall_clock, self.sink, self.position,
                         self.s.max_bridge_s, self.s.mic_timeout_s, handover=handover,
-                        on_clock_step=self._clock_stepped)
+                        on_clock_step=self._clock_stepped, recipients=self.s.recipients)
         self.results.append(RecordingResult(rid, "recording"))
         log.info("recording %s started in %s (%d pre-event frames)", rid,
                  self.out_dir / "recordings" / rid, rec.prebuffered_frames)

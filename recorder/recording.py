@@ -9,6 +9,7 @@ bridge end the recording instead; the next one starts fresh.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -48,9 +49,11 @@ class Recording:
                  position: Callable[[], str | None] | None = None,
                  max_bridge_s: float = 0.5, mic_timeout_s: float = 2.0,
                  handover: Handover | None = None,
-                 on_clock_step: Callable[[dict[str, Any]], None] | None = None) -> None:
+                 on_clock_step: Callable[[dict[str, Any]], None] | None = None,
+                 recipients: Sequence[str] = ()) -> None:
         """``handover``: continue a pre-event capture session (its encoder keeps running and
-        its buffered packets become this recording's first frames); ``t0_ns`` is then ignored."""
+        its buffered packets become this recording's first frames); ``t0_ns`` is then ignored.
+        ``recipients``: age recipients every segment is encrypted to (none: plain segments)."""
         self.id = recording_id
         self.video, self.audio = video, audio
         self.slot_offset = 0  # encoder slot of this recording's slot 0
@@ -60,7 +63,8 @@ class Recording:
         self.aenc = AacEncoder(audio)
         fmt = StreamFormat(video.width, video.height, video.fps, audio.sample_rate,
                            self.venc.extradata, self.aenc.extradata)
-        self.segmenter = Segmenter(directory, recording_id, fmt, video.fps * segment_seconds, sink)
+        self.segmenter = Segmenter(directory, recording_id, fmt, video.fps * segment_seconds, sink,
+                                   recipients)
         self.vt = VideoTimeline(video.fps, t0_ns, max_bridge_s)
         self.at = AudioTimeline(audio.sample_rate, t0_ns)
         self.stamper, self.wall_clock, self.position = stamper, wall_clock, position or (lambda: None)

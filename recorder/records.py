@@ -297,6 +297,8 @@ def segment_payload(info: SegmentInfo, relpath: str, sha256: str, size: int) -> 
     }
     if "salvage" in extra:
         payload["salvage"] = extra.pop("salvage")
+    if "encryption" in extra:       # an encrypted segment: the plaintext it holds (docs/encryption.md)
+        payload["encryption"] = extra.pop("encryption")
     if info.sha256 and info.sha256 != sha256:
         payload["writer_sha256"] = info.sha256
     if extra:

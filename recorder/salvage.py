@@ -36,7 +36,8 @@ from typing import Any, Callable, cast
 import av
 
 from common.clock import TimeQuality, TimeSample
-from recorder import records
+from recorder import age, records
+from recorder.encrypt import SYNC_SUFFIX, encrypted_part, read_index
 from recorder.journal import Journal, fsync_dir, iter_records
 from recorder.records import Record
 from recorder.seal import Sealer
@@ -166,6 +167,7 @@ class SalvageResult:
     reason: str | None = None           # why it was unreadable
     record: Record | None = None        # the record recover() wrote for it
     attachments: list[dict[str, Any]] = field(default_factory=list)
+    sync_index: Path | None = None      # an encrypted segment's sync index, removed once journaled
 
 
 def _sha(data: bytes) -> str:
@@ -262,8 +264,28 @@ def salvage_file(path: Path, root: Path, previous: dict[str, Any] | None = None,
     result = SalvageResult(source=path)
     mtime_ns = path.stat().st_mtime_ns   # before anything below touches the file
     data = path.read_bytes()
-    cut = ts_cut_point(data) if is_part else len(data)
-    facts = analyse_ts(data[:cut]) if cut else MediaFacts(0, None, None, 0, None, "no whole TS packet")
+    sealed_facts: dict[str, Any] | None = None
+    sync_index = final_path.with_name(final_path.name + SYNC_SUFFIX)
+    if encrypted_part(data) or os.path.lexists(sync_index):
+        # the device cannot decrypt what it wrote: cut at the last durable sync point its
+        # sync index names (recorder/encrypt.py), with the media facts noted there (a part
+        # killed before its header reached the disk is empty: its index says it was encrypted)
+        result.sync_index = sync_index
+        head, entry = _sync_point(result.sync_index, data)
+        cut = entry["stored_size"] if entry else 0
+        facts = (MediaFacts(entry["video_frames"], entry["first_pts"], entry["last_pts"],
+                            entry["audio_samples"], entry.get("frame_duration")) if entry else
+                 MediaFacts(0, None, None, 0, None, "encrypted, and no durable sync point its "
+                            "sync index vouches for (less than a second was written)"))
+        if entry:
+            sealed_facts = {"format": head.get("format", age.FORMAT),
+                            "recipients": head.get("recipients", []),
+                            "complete": bool(entry["complete"]), "chunks": entry["chunks"],
+                            "plaintext_sha256": entry["plain_sha256"],
+                            "plaintext_size": entry["plain_size"]}
+    else:
+        cut = ts_cut_point(data) if is_part else len(data)
+        facts = analyse_ts(data[:cut]) if cut else MediaFacts(0, None, None, 0, None, "no whole TS packet")
     if facts.error:
         keep = _free_name(final_path.with_name(final_path.name + UNREADABLE_SUFFIX))
         os.chmod(path, 0o444)
@@ -277,6 +299,7 @@ def salvage_file(path: Path, root: Path, previous: dict[str, Any] | None = None,
 
     attachments = _existing_cuts(final_path.name, path.parent, attested, root)
     if cut < len(data):
+        assert is_part or sealed_facts is not None, "an unsealed closed segment is never cut"
         tail = data[cut:]
         cut_path = path.with_name(f"{final_path.name}{CUT_INFIX}{cut}")
         rel = records.relpath_in(root, cut_path)
@@ -290,7 +313,7 @@ def salvage_file(path: Path, root: Path, previous: dict[str, Any] | None = None,
         finally:
             os.close(fd)
         result.cut_bytes = len(tail)
-    if is_part:
+    if is_part and path != final_path:
         os.rename(path, final_path)
     fsync_dir(path.parent)
 
@@ -319,9 +342,44 @@ def salvage_file(path: Path, root: Path, previous: dict[str, Any] | None = None,
                            "wall_time_basis": wall_basis,
                            "decoded_video_frames": facts.video_frames,
                            "decoded_audio_samples": facts.audio_samples}})
+    if sealed_facts is not None:
+        # not decoded: counted by the writer in what it made durable (its sync index)
+        salvage = result.info.extra["salvage"]
+        salvage["cut_at"] = "sync-index"
+        salvage["indexed_video_frames"] = salvage.pop("decoded_video_frames")
+        salvage["indexed_audio_samples"] = salvage.pop("decoded_audio_samples")
+        result.info.extra["encryption"] = sealed_facts
     log.warning("salvage: recovered %s (%d frames, %d bytes cut off)", final_path.name,
                 facts.video_frames, result.cut_bytes)
     return result
+
+
+def _sync_point(index: Path, data: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
+    """The sync index's head and its last entry that the file bears out: the ciphertext
+    prefix it names is present with that SHA-256 (a complete entry: the whole file)."""
+    head, entries = read_index(index)
+    for e in reversed(entries):
+        n = e["stored_size"]
+        if (n > len(data) or (e.get("complete") and n != len(data)) or not e.get("video_frames")
+                or not isinstance(e.get("first_pts"), int) or not isinstance(e.get("last_pts"), int)):
+            continue
+        if _sha(data[:n]) == e["stored_sha256"]:
+            return head, e
+    return head, None
+
+
+def _drop_sync_indexes(root: Path, attested: set[str]) -> None:
+    """Remove sync indexes that no file left to salvage needs: their segment was sealed, or
+    kept as unreadable, and a crash came before the index was removed."""
+    rec_dir = root / RECORDINGS_DIR
+    if not rec_dir.is_dir():
+        return
+    for p in sorted(rec_dir.glob("*/*" + SYNC_SUFFIX)):
+        seg = p.with_name(p.name.removesuffix(SYNC_SUFFIX))
+        part = seg.with_name(seg.name + PART_SUFFIX)
+        unsealed = seg.exists() and records.relpath_in(root, seg) not in attested
+        if not p.is_symlink() and not part.exists() and not unsealed:
+            p.unlink()
 
 
 # ---- the whole start-up recovery --------------------------------------------
@@ -362,6 +420,7 @@ def recover(store: EvidenceStore, sealer: Sealer, journal: Journal | None = None
             last[rec.payload["recording_id"]] = rec.payload
         elif rec.type == records.RECORDING_START and "recording_id" in rec.payload:
             starts[rec.payload["recording_id"]] = rec.message
+    _drop_sync_indexes(root, attested)
     leftovers = find_leftovers(root, attested)
     results: list[SalvageResult] = []
     touched: dict[str, list[SalvageResult]] = {}
@@ -386,6 +445,8 @@ def recover(store: EvidenceStore, sealer: Sealer, journal: Journal | None = None
                 "attachments": res.attachments})
         for a in res.attachments:
             attested.add(a["path"])
+        if res.sync_index is not None and res.record is not None:
+            res.sync_index.unlink(missing_ok=True)   # not evidence; its facts are in the record
         results.append(res)
         touched.setdefault(rid_guess, []).append(res)
     for rid, group in touched.items():

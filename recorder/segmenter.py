@@ -28,6 +28,7 @@ import os
 import queue
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
@@ -127,6 +128,33 @@ class HashingFile:
         except OSError:
             pass
 
+    # -- what an encrypting file (recorder.encrypt) does differently; plain files: nothing
+    def checkpoint(self) -> None:
+        """At a sync point: make what the muxer wrote ready for the sync (plain: nothing to do)."""
+
+    def finish(self) -> None:
+        """After the end marker: everything to the kernel."""
+        self._f.flush()
+
+    def note_complete(self, facts: dict[str, Any]) -> None:
+        """The segment is whole (an encrypting file notes it for salvage)."""
+
+    def discard_index(self) -> None:
+        """The segment is sealed (an encrypting file removes its sync index)."""
+
+    @property
+    def stored_sha256(self) -> str:
+        """SHA-256 of the bytes on disk (plain: the same as what was written)."""
+        return self.sha.hexdigest()
+
+    @property
+    def stored_size(self) -> int:
+        return self.size
+
+    def attestation(self) -> dict[str, Any]:
+        """Extra fields for the segment record (plain: none)."""
+        return {}
+
 
 @dataclass
 class _Open:
@@ -191,6 +219,7 @@ class _Closer(threading.Thread):
                 crashpoint("segment-before-seal")
                 if self.sink is not None:
                     self.sink.segment_closed(info)
+                seg.file.discard_index()
                 self.seal_latencies.append(time.perf_counter() - closed_at)
             except Exception as exc:  # logged and surfaced; never silently dropped
                 log.error("could not close segment %s: %s", seg.final, exc)
@@ -201,8 +230,12 @@ class Segmenter:
     """Muxes one recording's packets into consecutive segment files."""
 
     def __init__(self, directory: Path, recording_id: str, fmt: StreamFormat,
-                 frames_per_segment: int, sink: SegmentSink | None = None) -> None:
+                 frames_per_segment: int, sink: SegmentSink | None = None,
+                 recipients: Sequence[str] = ()) -> None:
+        """``recipients``: age recipients (``age1...``) to encrypt every segment to; empty
+        writes plain segments."""
         self.dir = directory
+        self.recipients = tuple(recipients)
         self.recording_id = recording_id
         self.fmt = fmt
         self.frames_per_segment = frames_per_segment
@@ -233,13 +266,19 @@ class Segmenter:
         final = self._name(index)
         part = final.with_name(final.name + ".part")
         try:
-            f = HashingFile(part)
+            options = {"flush_packets": "0"}
+            if self.recipients:
+                from recorder.encrypt import EncryptingFile  # not imported by plain recording
+                f: HashingFile = EncryptingFile(part, self.recipients, self.fmt.sample_rate, TS_ORIGIN_S)
+                # one PES per AAC packet, so that the sync index can count audio samples
+                options["pes_payload_size"] = "0"
+            else:
+                f = HashingFile(part)
             # The muxer's own buffer gathers packets into writes of up to MUX_BUFFER bytes (one
             # write and SHA-256 update per ~2 frames at 1080p, not one per audio and video
             # packet); it is flushed once per GOP before the sync (see _mux), so that sync
             # still makes everything up to the keyframe durable.
-            c = av.open(f, "w", format="mpegts", options={"flush_packets": "0"},
-                        buffer_size=MUX_BUFFER)
+            c = av.open(f, "w", format="mpegts", options=options, buffer_size=MUX_BUFFER)
             # streams copied from never-opened templates: PyAV opens the codec of a stream made
             # by add_stream() when muxing starts, i.e. a whole libx264 and AAC encoder (4 MB,
             # 4 threads, 2 ms) per segment that never encodes a frame
@@ -266,14 +305,14 @@ class Segmenter:
             seg.file.write(end_marker(seg.file.size, seg.file.sha.digest()))
             # out of this process's buffer now, before the next part file exists: a part
             # that a later part follows is whole even if the process is killed before the
-            # closer has synced and renamed it
-            seg.file.flush()
+            # closer has synced and renamed it (an encrypting file seals its last chunk here)
+            seg.file.finish()
         except OSError as exc:
             seg.file.abandon()
             raise StorageError(exc.errno, f"cannot finish segment {seg.part}: {exc.strerror}") from exc
         info = SegmentInfo(
             path=seg.final, recording_id=self.recording_id, index=seg.index,
-            sha256=seg.file.sha.hexdigest(), size=seg.file.size, time_base=90000,
+            sha256=seg.file.stored_sha256, size=seg.file.stored_size, time_base=90000,
             # a closed segment holds video frames (finish() skips an empty one), so these are set
             first_pts=cast(int, seg.first_pts), last_pts=cast(int, seg.last_pts), frame_duration=self.frame_ticks,
             video_frames=seg.frames, first_sample=seg.first_sample or 0,
@@ -281,7 +320,15 @@ class Segmenter:
             wall_start=cast(TimeSample, self._wall_first.pop(seg.index, None)),
             wall_end=cast(TimeSample, self._wall_last.pop(seg.index, None)),
             frames_repeated=self._repeats.pop(seg.index, 0), silence_samples=self._silence.pop(seg.index, 0),
-            final=final)
+            final=final, extra=seg.file.attestation())
+        try:
+            seg.file.note_complete({"video_frames": info.video_frames, "first_pts": info.first_pts,
+                                    "last_pts": info.last_pts, "frame_duration": info.frame_duration,
+                                    "first_sample": info.first_sample,
+                                    "audio_samples": info.audio_samples})
+        except OSError as exc:
+            seg.file.abandon()
+            raise StorageError(exc.errno, f"cannot finish segment {seg.part}: {exc.strerror}") from exc
         self.closed.append(info)
         self._closer.q.put((seg, info, time.perf_counter()))
         self._seg = None
@@ -373,6 +420,7 @@ class Segmenter:
                 c.mux(pkt)
                 c.flags &= ~_FLUSH_PACKETS
                 seg.syncing = False
+                seg.file.checkpoint()
                 self._closer.q.put(seg.file)
             else:
                 c.mux(pkt)

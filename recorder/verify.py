@@ -375,8 +375,8 @@ class _Walker:
                 if rel == JOURNAL_NAME or (rel in self.attested
                                            and (self.selection is None or rel in self.selection)):
                     continue
-                if self.allow_open_parts and rel.endswith(".ts.part"):
-                    continue
+                if self.allow_open_parts and (rel.endswith(".ts.part") or rel.endswith(".ts.sync")):
+                    continue    # a segment being written (and an encrypted one's sync index)
                 if rel in self.attested:
                     raise SegmentExtra("attested, but not in the selection of files checked", file=rel)
                 raise SegmentExtra("no record attests this file", file=rel)

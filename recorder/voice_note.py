@@ -19,6 +19,7 @@ import hashlib
 import io
 import logging
 import os
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -26,7 +27,7 @@ import av
 import numpy as np
 
 from common.clock import TimeSample
-from recorder import records
+from recorder import age, records
 from recorder.journal import Journal, fsync_dir, iter_records
 from recorder.records import Record
 from recorder.store import EvidenceStore
@@ -36,6 +37,7 @@ log = logging.getLogger(__name__)
 NOTES_DIR = "notes"
 VOICE_NOTE = "voice-note"
 SUFFIX = ".aac"
+ENCRYPTED_SUFFIX = ".age"   # an encrypted note: NOTE.aac.age (docs/encryption.md)
 
 
 class VoiceNoteError(Exception):
@@ -79,9 +81,12 @@ def _write_sealed(store: EvidenceStore, path: Path, data: bytes) -> None:
 
 class VoiceNoteWriter:
     def __init__(self, store: EvidenceStore, journal: Journal, sample_rate: int,
-                 bitrate_kbps: int = 64) -> None:
+                 bitrate_kbps: int = 64, recipients: Sequence[str] = ()) -> None:
+        """``recipients``: age recipients to encrypt every note to (``NOTE.aac.age``, the clip
+        encoded in RAM and encrypted before it is written: no clear byte reaches the disk)."""
         self.store, self.journal = store, journal
         self.rate, self.bitrate = sample_rate, bitrate_kbps
+        self.recipients = tuple(recipients)
 
     def seal(self, note_id: str, samples: np.ndarray, start: TimeSample, end: TimeSample,
              link: dict[str, Any] | None = None) -> Record:
@@ -89,7 +94,13 @@ class VoiceNoteWriter:
         if not records.safe_relpath(note_id) or "/" in note_id:
             raise VoiceNoteError(f"bad note id {note_id!r}")
         data = encode_aac(samples, self.rate, self.bitrate)
-        path = self.store.root / NOTES_DIR / f"{note_id}{SUFFIX}"
+        encryption: dict[str, Any] = {}
+        if self.recipients:
+            encryption = {"format": age.FORMAT, "recipients": list(self.recipients), "complete": True,
+                          "plaintext_sha256": hashlib.sha256(data).hexdigest(),
+                          "plaintext_size": len(data)}
+            data = age.encrypt(data, self.recipients)
+        path = self.store.root / NOTES_DIR / f"{note_id}{SUFFIX}{ENCRYPTED_SUFFIX if encryption else ''}"
         try:
             _write_sealed(self.store, path, data)
         except OSError as exc:
@@ -103,6 +114,8 @@ class VoiceNoteWriter:
             "link": link or {},
             "attachments": [records.file_attestation(rel, digest, len(data), VOICE_NOTE)],
         }
+        if encryption:
+            payload["encryption"] = encryption
         rec = self.journal.append(VOICE_NOTE, payload)
         log.info("voice note %s sealed (%d ms, record %d)", note_id, payload["duration_ms"], rec.seq)
         return rec
@@ -121,7 +134,7 @@ def seal_orphans(store: EvidenceStore, journal: Journal) -> list[Record]:
             continue
         data = p.read_bytes()
         rec = journal.append(VOICE_NOTE, {
-            "note_id": p.name.removesuffix(SUFFIX), "recovered": True, "link": {},
+            "note_id": p.name.removesuffix(ENCRYPTED_SUFFIX).removesuffix(SUFFIX), "recovered": True, "link": {},
             "attachments": [records.file_attestation(rel, hashlib.sha256(data).hexdigest(), len(data),
                                                      VOICE_NOTE)]})
         log.warning("voice note %s had no record (power cut?): attested as recovered", rel)

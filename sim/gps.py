@@ -237,6 +237,8 @@ class SimulatedGps:
         self._thread: threading.Thread | None = None
         self.started_mono_ns: int | None = None
         self.phase_started_mono_ns: dict[int, int] = {}
+        self._epoch = 0                                  # the epoch the writer is at
+        self._live: tuple[int, Phase] | None = None      # switch(): from this epoch on, this phase
 
     @property
     def dropped(self) -> int:
@@ -252,6 +254,18 @@ class SimulatedGps:
         if self.loop_last:
             return len(self.phases) - 1, self.phases[-1], epoch - start + n
         return None
+
+    def switch(self, kind: str, offset_s: float = 0.0) -> None:
+        """From the next epoch on, play ``kind`` (a :data:`PHASE_KINDS` phase, ``offset_s``
+        for ``jump``) until switched again: the bench console's ``gps fix|nofix|cold|jump``."""
+        phase = Phase(kind, 1e9, offset_s)
+        self._live = (self._epoch + 1, phase)
+
+    def _where(self, epoch: int) -> tuple[int, Phase, int] | None:
+        live = self._live
+        if live is not None and epoch >= live[0]:
+            return len(self.phases), live[1], epoch - live[0]
+        return self._phase_at(epoch)
 
     def start(self) -> "SimulatedGps":
         self._thread = threading.Thread(target=self._run, name="sim-gps", daemon=True)
@@ -282,7 +296,8 @@ class SimulatedGps:
         self.started_mono_ns = time.monotonic_ns()
         epoch = 0
         while not self._stop.is_set():
-            where = self._phase_at(epoch)
+            self._epoch = epoch
+            where = self._where(epoch)
             if where is None:
                 return
             index, phase, phase_epoch = where

@@ -15,6 +15,7 @@ A script is one event per line, at a time from power-on (``MM:SS`` or ``HH:MM:SS
     09:00 status                   # on-demand self-check
     09:30 dock / 09:40 undock
     12:00 power cut                # the power goes: the device process is killed there
+                                   # (or: power cut lose-unsynced, see below)
     12:30 power on                 # boots again on the same evidence directory and key
     end 60:00
 
@@ -28,7 +29,9 @@ process, which the runner SIGKILLs when the virtual clock reaches the cut (at lo
 granularity): no shutdown record, no closing or flushing of files, whatever the process had
 not yet written to the kernel is lost and open segments stay ``.part`` files. (A SIGKILL
 keeps what the kernel had already been given; a real cut can lose that too unless it was
-fsynced, which the simulation does not model.) ``power on`` then builds the service again
+fsynced: ``power cut lose-unsynced`` models that worst case as far as it can, by truncating
+every file the device had not fsynced, its open ``.part`` segments, to nothing, as a
+filesystem with delayed allocation may leave them.) ``power on`` then builds the service again
 on the same evidence directory and key: a fresh monotonic clock (a reboot), the wall clock
 at the script time, a full battery, the storage as last scripted; salvage
 (``recorder.salvage``) and the reason prompt happen as on the device. Every cut needs a
@@ -38,6 +41,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import os
 import re
 import sys
 import time
@@ -196,7 +200,9 @@ def _event(at: float, w: list[str], n: int, base: Path) -> Event:
     if verb in ("status", "dock", "undock") and len(w) == 1:
         return Event(at, verb, (), n)
     if verb == "power" and len(w) == 2 and w[1] in ("cut", "on"):
-        return Event(at, f"power-{w[1]}", (), n)
+        return Event(at, f"power-{w[1]}", (False,) if w[1] == "cut" else (), n)
+    if verb == "power" and w[1:] == ["cut", "lose-unsynced"]:
+        return Event(at, "power-cut", (True,), n)
     raise ScenarioError(f"line {n}: cannot understand {' '.join(w)!r}")
 
 
@@ -253,6 +259,7 @@ class _Boot:
     start_s: float
     stop_s: float
     cut: bool
+    lose_unsynced: bool            # the cut also loses what was never fsynced (open .part files)
     events: tuple[Event, ...]      # the events scripted while it is on
     storage_free: int | None       # the storage as last scripted before it
 
@@ -265,7 +272,7 @@ def _boots(scenario: Scenario) -> list[_Boot]:
     first_storage: int | None = None
     for e in scenario.events:
         if e.action == "power-cut":
-            boots.append(_Boot(start, e.at_s, True, tuple(mine), first_storage))
+            boots.append(_Boot(start, e.at_s, True, e.args[0], tuple(mine), first_storage))
             mine = []
         elif e.action == "power-on":
             start, first_storage = e.at_s, storage
@@ -273,7 +280,7 @@ def _boots(scenario: Scenario) -> list[_Boot]:
             mine.append(e)
             if e.action == "storage":
                 storage = e.args[0]
-    boots.append(_Boot(start, scenario.end_s, False, tuple(mine), first_storage))
+    boots.append(_Boot(start, scenario.end_s, False, False, tuple(mine), first_storage))
     return boots
 
 
@@ -377,12 +384,23 @@ def _power_cut_boot(boot: _Boot, cfg: dict[str, dict[str, Any]], sc: ServiceConf
         child.kill()   # SIGKILL: no shutdown, no finally, no flush, no atexit
         child.join()
         log.info("scenario: device process %d killed at the power cut", child.pid)
+        if boot.lose_unsynced:
+            _lose_unsynced(out)
         return cues
     finally:
         receive.close()
         if child.is_alive():
             child.kill()
             child.join()
+
+
+def _lose_unsynced(out: Path) -> None:
+    """What the page cache held and the disk never got: the open segments (``*.part``, fsynced
+    only when closed) are cut to nothing. The journal is fsynced on every record and keeps all."""
+    for part in sorted(out.rglob("*.part")):
+        log.warning("scenario: power cut loses %s (%d unsynced bytes)", part.relative_to(out),
+                    part.stat().st_size)
+        os.truncate(part, 0)
 
 
 def _device_process(conn: Any, boot: _Boot, cfg: dict[str, dict[str, Any]], sc: ServiceConfig,

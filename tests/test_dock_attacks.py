@@ -138,6 +138,18 @@ def test_request_trickled_by_a_dock_is_cut_at_the_whole_deadline(world):
     assert took < 2.5
 
 
+@pytest.mark.parametrize("world", [{"handshake_timeout_s": 1.0, "idle_timeout_s": 20.0}], indirect=True,
+                         ids=["pause-between-requests"])
+def test_a_dock_pausing_between_requests_keeps_its_session_for_the_idle_timeout(world):
+    """The handshake's short limit ends with the handshake: a dock that verifies what it got
+    before asking for more (longer than handshake_timeout_s) keeps its session."""
+    c = client(world)
+    c.manifest()
+    time.sleep(2.5)                 # > handshake_timeout_s, < idle_timeout_s
+    assert c.manifest()             # the same session, not cut
+    c.close()
+
+
 @pytest.mark.parametrize("world", [{"max_sessions": 1}], indirect=True, ids=["max_sessions"])
 def test_authenticated_sessions_are_bounded(world):
     first = client(world)

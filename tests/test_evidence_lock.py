@@ -48,6 +48,17 @@ def start_recording(cfg, ev, key, duration):
     return proc
 
 
+def part_sizes(ev: Path) -> list[int]:
+    """Sizes of the open segments now (one may be sealed and renamed while we look)."""
+    out = []
+    for p in ev.rglob("*.part"):
+        try:
+            out.append(p.stat().st_size)
+        except FileNotFoundError:
+            pass
+    return out
+
+
 def journal_bytes(ev: Path) -> bytes:
     return (ev / "journal.log").read_bytes()
 
@@ -131,6 +142,12 @@ def test_lock_goes_with_a_killed_holder_and_the_next_writer_salvages(bench):
                                          "--out", ev, "--key-dir", key),
                                  capture_output=True, text=True, cwd=REPO, timeout=60)
         assert_refused(refused, ev, first.pid)
+        # killed once media has reached its open segment (the muxer writes in 32 KB blocks:
+        # on a loaded machine the part may still be empty when the refusal is seen)
+        deadline = time.monotonic() + 60
+        while not any(size >= 188 * 10 for size in part_sizes(ev)):
+            assert first.poll() is None and time.monotonic() < deadline, "no media reached the part"
+            time.sleep(0.05)
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()

@@ -16,7 +16,7 @@ PROJECT = ("common", "recorder", "hw", "sim", "firmware", "station")
 # read and check evidence. It stands on its own: these modules and ``common`` only.
 EVIDENCE_FORMAT = {"recorder.records", "recorder.journal", "recorder.verify", "recorder.receipt",
                    "recorder.identity", "recorder.segment_info", "recorder.failures",
-                   "recorder.dock_protocol", "recorder.assignment"}
+                   "recorder.dock_protocol", "recorder.assignment", "recorder.age"}
 
 
 def _modules(package_dir: Path, package: str) -> dict[str, Path]:

@@ -110,8 +110,79 @@ def test_power_cut_reason_is_asked_at_boot_and_answered(power_cut):
     ("00:05 power cut\nend 00:10", "needs a 'power on'"),
     ("00:05 power cut\n00:06 press record\n00:07 power on\nend 00:10", "the power is off"),
     ("00:05 power off\nend 00:10", "cannot understand"),
+    ("00:05 power cut sometimes\n00:06 power on\nend 00:10", "cannot understand"),
 ])
 def test_power_lines_are_checked(text, error):
     from sim.scenario import ScenarioError
     with pytest.raises(ScenarioError, match=error):
         parse(text)
+
+
+def test_the_power_cut_report_shows_the_restart_and_the_answered_prompt(power_cut):
+    """The shift report for the power-cut script: two sessions, one abnormal restart, the
+    power-loss interruption with the reason prompt marked answered, with the officer's reason."""
+    import json
+    import xml.etree.ElementTree as ET
+
+    from sim.scenario import write_report
+
+    result, recs = power_cut
+    svg = write_report(result)
+    root = ET.parse(svg).getroot()
+    owed = [e for e in root.iter() if "reason-owed" in (e.get("class") or "").split()]
+    [given] = of(recs, "reason-given")
+    [group] = owed
+    assert group.get("data-cause") == "power-loss" and group.get("data-status") == "given"
+    assert group.get("data-reason") == given["reason"]["en"]
+    assert given["reason"]["en"] in "".join(group.itertext())
+    [cut] = [e for e in root.iter() if "interruption" in (e.get("class") or "").split()]
+    assert cut.get("data-cause") == "power-loss"
+    text = svg.with_suffix(".txt").read_text()
+    assert f"power-loss  -> given: {given['reason']['en']}" in text
+    from firmware.shift_report import summarise
+    from recorder import identity
+    summary, _ = summarise(result.out, identity.FileSigner.load(result.key_dir).public_key_pem())
+    assert summary["sessions"] == 2 and summary["abnormal_restarts"] == 1
+    assert summary["reasons"] == {"owed": 1, "given": 1, "missing": 0, "open": 0}
+    assert json.loads(json.dumps(summary))["verification"]["ok"]
+
+
+LOSE_UNSYNCED = """
+set video.width 160
+set video.height 120
+set video.fps 5
+set audio.sample_rate 16000
+set segment.seconds 10
+set service.prebuffer_s 2.0
+set service.reason_timeout_s 60.0
+00:05 double-press record
+00:17 power cut lose-unsynced     # the open segment was never fsynced: the disk has none of it
+00:25 power on
+00:35 press mark x4               # the reason asked at boot: low battery
+end 00:40
+"""
+
+
+def test_a_cut_that_loses_unsynced_data_is_salvaged_kept_and_explained(tmp_path):
+    from recorder import identity
+    from recorder.verify import verify_directory
+
+    result = run(parse(LOSE_UNSYNCED), tmp_path / "ev", key_dir=tmp_path / "key")
+    recs = list(iter_records(tmp_path / "ev" / "journal.log"))
+    assert result.verification.ok, result.verification.failure
+    [lost] = of(recs, "unreadable-part")
+    [kept] = lost["attachments"]
+    assert kept["path"].endswith(".ts.unreadable") and kept["size"] == 0    # attested, never deleted
+    assert (tmp_path / "ev" / kept["path"]).stat().st_size == 0
+    [start] = of(recs, "recording-start")
+    assert lost["recording_id"] == start["recording_id"] and lost["source"].endswith(".ts.part")
+    segments = of(recs, "segment")
+    assert segments and all(s["recording_id"] == start["recording_id"] for s in segments)
+    assert not any(s.get("recovered") for s in segments) and not of(recs, "recording-stop")
+    [interruption] = of(recs, "interruption")
+    assert interruption["cause"] == "power-loss" and interruption["recording_id"] == start["recording_id"]
+    [given] = of(recs, "reason-given")
+    assert given["cause"] == "power-loss" and given["reason"]["code"] == "low-battery"
+    assert not list(result.out.rglob("*.part"))
+    again = verify_directory(result.out, identity.FileSigner.load(result.key_dir).public_key_pem())
+    assert again.ok, again.failure

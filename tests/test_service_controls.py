@@ -291,7 +291,9 @@ end 00:25
     assert len(checks) == 3 and all(c["go"] for c in checks)
     assert checks[2]["state"] == "recording"
     assert {i["name"] for i in checks[0]["items"]} == {"battery", "storage", "time", "camera",
-                                                       "microphone", "journal"}
+                                                       "microphone", "journal", "encryption"}
+    enc = [i for i in checks[0]["items"] if i["name"] == "encryption"][0]     # no key on this bench
+    assert enc["status"] == "warn" and enc["detail"] == "no agency key provisioned: recordings in clear"
     mic = [i for i in checks[0]["items"] if i["name"] == "microphone"][0]
     assert mic["status"] == "pass" and mic["measured"]["rms_millidbfs"] > -60_000
 

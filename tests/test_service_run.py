@@ -22,6 +22,7 @@ from pathlib import Path
 
 import pytest
 
+from recorder import age
 from recorder.journal import iter_records
 from recorder.verify import verify_directory
 
@@ -81,10 +82,14 @@ class FakeSystemd:
 def device(tmp_path):
     run_dir = tmp_path / "run"
     cfg = tmp_path / "bodycam.toml"
+    # a provisioned device: the agency key installed, so the self-check's encryption item passes (D1, D13)
+    recipients = tmp_path / "recipients.txt"
+    recipients.write_text(age.Identity.generate().recipient + "\n")
     cfg.write_text("[video]\nwidth = 160\nheight = 120\nfps = 10\nbitrate_kbps = 300\n"
                    "[audio]\nsample_rate = 16000\n[segment]\nseconds = 2\n"
                    "[storage]\nreserve_mb = 0\n"
-                   f"[service]\nruntime_dir = \"{run_dir}\"\nwarmup_s = 0.2\n")
+                   f"[service]\nruntime_dir = \"{run_dir}\"\nwarmup_s = 0.2\n"
+                   f"[encryption]\nmode = \"required\"\nrecipients_file = \"{recipients}\"\n")
     return cfg, tmp_path / "ev", tmp_path / "key", run_dir
 
 
@@ -126,7 +131,7 @@ def test_run_speaks_systemd_holds_the_lock_answers_status_and_stops_on_sigterm(t
         lines = status.stdout.splitlines()
         assert lines[0] == "self-check: GO"
         assert {ln.split()[1] for ln in lines[1:]} == {"battery", "storage", "time", "camera",
-                                                       "microphone", "journal"}
+                                                       "microphone", "journal", "encryption"}
         assert (run_dir / "status.txt").read_text() == status.stdout
 
         proc.send_signal(signal.SIGTERM)

@@ -179,3 +179,36 @@ def test_report_refuses_to_write_into_the_evidence(shift, capsys):
     assert cli.main(["report", str(out), "--pubkey", str(key), "--out", str(out / "r.svg")]) == 2
     assert "inside the evidence directory" in capsys.readouterr().err
     assert not (out / "r.svg").exists()
+
+
+def test_the_picture_opens_in_a_browser_and_shows_the_shift(shift, tmp_path):
+    """Opened in Chromium as an engineer would: it renders at its stated size, and the
+    recordings lane is red where the journal says the device recorded, not where it did not."""
+    from PIL import Image
+    from playwright.sync_api import sync_playwright
+
+    _, _, recs, root, svg = shift
+    width, height = int(float(root.get("width"))), int(float(root.get("height")))
+    png = tmp_path / "report.png"
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True)
+        try:
+            page = browser.new_page(viewport={"width": width, "height": height})
+            page.goto(svg.as_uri())
+            box = page.locator("svg").bounding_box()
+            page.screenshot(path=str(png))
+        finally:
+            browser.close()
+    assert box is not None and (round(box["width"]), round(box["height"])) == (width, height)
+    image = Image.open(png).convert("RGB")
+    bars = els(root, "recording", "rect")
+    longest = max(bars, key=lambda b: float(b.get("width")))
+    x = float(longest.get("x")) + float(longest.get("width")) / 4
+    y = float(longest.get("y")) + float(longest.get("height")) / 2
+    r, g, b = image.getpixel((round(x), round(y)))
+    assert r > 180 and g < 120 and b < 120, (r, g, b)            # the recording red (#d62728)
+    gaps = sorted((float(b.get("x")), float(b.get("x")) + float(b.get("width"))) for b in bars)
+    gap = max(zip(gaps, gaps[1:], strict=False), key=lambda pair: pair[1][0] - pair[0][1])
+    x_idle = (gap[0][1] + gap[1][0]) / 2
+    r, g, b = image.getpixel((round(x_idle), round(y)))
+    assert not (r > 180 and g < 120 and b < 120), (r, g, b)      # no recording drawn there

@@ -426,3 +426,23 @@ def test_press_count_selection():
             by_press_count(ReasonKind.NOT_RECORDING, bad)
     with pytest.raises(UnknownReason, match="known"):
         by_code(ReasonKind.INTERRUPTION, "tired")
+
+
+def test_docking_drops_the_resume_awaited_after_a_camera_stall():
+    """A stall arms "resume when frames flow again"; docking in between ends that: after
+    undocking, returning frames do not start a recording nobody asked for."""
+    r = Rig()
+    r.m.start_recording()
+    r.at(5)
+    r.m.interrupt("camera-stall")
+    r.m.await_camera()
+    r.m.recover()
+    r.m.dock()
+    r.m.undock()
+    assert r.m.camera_returned() is False and r.m.state is State.READY
+    r2 = Rig()                                    # without the docking the resume still happens
+    r2.m.start_recording()
+    r2.m.interrupt("camera-stall")
+    r2.m.await_camera()
+    r2.m.recover()
+    assert r2.m.camera_returned() is True

@@ -26,10 +26,13 @@ from zoneinfo import ZoneInfo
 
 from sqlalchemy import select
 
+from recorder.journal import JOURNAL_NAME
 from station.access.policy import authorize
 from station.app import Station
 from station.db import models as m
 from station.errors import EXIT_FAILED, Conflict, InvalidInput, NotFound, StationError, Unavailable
+from station.keys import opening
+from station.keys.keyring import FileKeyring, key_path
 
 CHUNK = 1 << 20
 MANIFEST = "manifest.json"
@@ -87,6 +90,32 @@ def integrity_alert(st: Station, username: str, rec: m.Recording, seg: SegmentFi
                            "an integrity alert is in the audit journal; run `station verify --files`")
 
 
+def agency_keys(st: Station) -> FileKeyring:
+    """The agency's private keys (station/keys): ``$STATION_AGENCY_KEYS`` or ``<store>/keys/``."""
+    return FileKeyring(key_path(st.store))
+
+
+def segment_plaintext(st: Station, username: str, rec: m.Recording, seg: SegmentFile, data: bytes,
+                      journal_seq: int, during: str) -> bytes:
+    """What to show of an original whose bytes (``data``) were just checked against the
+    catalogue: the bytes themselves, or, for a segment encrypted on the device, its plaintext
+    decrypted with the agency key and checked against the journal's plaintext SHA-256 (an
+    altered chunk or a wrong plaintext is an integrity alert, as a wrong hash is). A segment
+    salvaged after a power cut is cut back to whole TS packets for players."""
+    if not opening.is_encrypted(data):
+        return data
+    journal = st.store / "devices" / rec.device_id / "mirror" / JOURNAL_NAME
+    enc = opening.attested_encryption(journal, journal_seq, seg.device_path)
+    try:
+        plain = opening.plaintext(data, agency_keys(st), enc, f"recording {rec.id} segment {seg.index}")
+    except opening.DecryptionFailed as exc:
+        st.trail.event("integrity-alert", actor=username, subject=f"recording:{rec.id}",
+                       reason=f"segment {seg.index} does not decrypt to what the device attested",
+                       during=during, segment=seg.index, path=str(seg.path), error=str(exc)[:500])
+        raise EvidenceDamaged(f"{exc}: {during} refused, an integrity alert is in the audit journal") from None
+    return opening.playable_ts(plain) if not (enc or {}).get("complete", True) else plain
+
+
 @dataclass(frozen=True)
 class Viewing:
     access: m.Access
@@ -101,10 +130,15 @@ class Viewing:
                              for g in self.segments]}
 
 
-def view(st: Station, user: m.User, recording_id: int, reason: str | None = None) -> Viewing:
+def view(st: Station, user: m.User, recording_id: int, reason: str | None = None, *,
+         hash_now: bool = True) -> Viewing:
+    """Authorize (S8, audited) and hand over the recording's original segments. ``hash_now``:
+    hash every segment against the catalogue before returning (``station view``); a player that
+    checks each segment as it serves it (the web's HLS playback) passes False, so pressing play
+    on an hour-long recording does not wait for gigabytes to be hashed first."""
     access = authorize(st, user, recording_id, "view", reason)
     rec, segs = _segments(st, recording_id)
-    for g in segs:
+    for g in segs if hash_now else ():
         try:
             sha, size = _hash_file(g.path)
         except FileNotFoundError:

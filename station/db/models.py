@@ -178,7 +178,8 @@ class Recording(Base):
     retention_end_ns: Mapped[int | None] = mapped_column(Ns)       # computed (S5); None while held
     purged_ns: Mapped[int | None] = mapped_column(Ns)
     __table_args__ = (UniqueConstraint("device_id", "recording_id"),
-                      Index("ix_recordings_officer", "officer_id"))
+                      Index("ix_recordings_officer", "officer_id"),
+                      Index("ix_recordings_start", "start_wall_ns", "id"))   # the list: newest first, paged
 
 
 class Segment(Base):
@@ -269,6 +270,7 @@ class Hold(Base):
     released_by: Mapped[str | None] = mapped_column(String(64))
     released_ns: Mapped[int | None] = mapped_column(Ns)
     release_reason: Mapped[str | None] = mapped_column(Text)
+    __table_args__ = (Index("ix_holds_recording", "recording"),)
 
 
 class Purge(Base):
@@ -341,6 +343,32 @@ class WebSession(Base):
     created_ns: Mapped[int] = mapped_column(Ns)
     last_seen_ns: Mapped[int] = mapped_column(Ns)
     ended_ns: Mapped[int | None] = mapped_column(Ns)
+
+
+# ---- the agency store (station.sync, station/docs/agency.md) -------------------------------------------
+class AgencyObject(Base):
+    """One object this catalogue's stations put into the agency store: the outbox's memory of what
+    is there (so a push is never repeated) and of the retention and legal hold it was given.
+    Not attested by the audit journal: it is a cache of the store, which ``station sync --verify``
+    reads back. ``state``: stored, conflict (other bytes under the key: alerted), deleted."""
+
+    __tablename__ = "agency_objects"
+    key: Mapped[str] = mapped_column(String(512), primary_key=True)
+    station: Mapped[str] = mapped_column(String(64))
+    kind: Mapped[str] = mapped_column(String(16))          # file | journal | audit
+    device_id: Mapped[str | None] = mapped_column(String(64))
+    recording: Mapped[int | None] = mapped_column(Integer)
+    sha256: Mapped[str] = mapped_column(String(64))
+    size: Mapped[int] = mapped_column(BigInteger)
+    version: Mapped[str] = mapped_column(String(128), default="")
+    retain_until_ns: Mapped[int | None] = mapped_column(Ns)
+    legal_hold: Mapped[bool] = mapped_column(Boolean, default=False)
+    state: Mapped[str] = mapped_column(String(16), default="stored")
+    last_seq: Mapped[int | None] = mapped_column(BigInteger)   # audit: the chunk's last line
+    pushed_ns: Mapped[int] = mapped_column(Ns)
+    deleted_ns: Mapped[int | None] = mapped_column(Ns)
+    __table_args__ = (Index("ix_agency_objects_recording", "recording"),
+                      Index("ix_agency_objects_station_kind", "station", "kind"))
 
 
 # the tables whose rows every action attests (station verify compares them with the journal)

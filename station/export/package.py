@@ -69,6 +69,7 @@ from station.errors import Conflict, InvalidInput, NotFound, Unavailable
 from station.export import manifest as mf
 from station.export import note, playable
 from station.export.recipe import doc_block
+from station.keys.keyring import FileKeyring, key_path
 from station.recordings import find_recording
 
 log = logging.getLogger(__name__)
@@ -394,7 +395,8 @@ def _build_first(st: Station, copy: Path, sel: Selection, want_playable: bool) -
         for r in sel.recordings:
             sources = [f"devices/{r.device_id}/evidence/{g.path}" for g in r.segments]
             made.append({"recording": r.id, **playable.remux(
-                ffmpeg, copy, sources, f"playable/{r.device_id}/{naming.clean_part(r.recording_id)}.mp4")})
+                ffmpeg, copy, sources, f"playable/{r.device_id}/{naming.clean_part(r.recording_id)}.mp4",
+                keys=FileKeyring(key_path(st.store)))})
     return _Built(devices, made, ca)
 
 

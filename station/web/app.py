@@ -16,9 +16,23 @@ from fastapi.staticfiles import StaticFiles
 
 from station.app import Station
 from station.web.guard import HERE, Redirect, Refused, Web
-from station.web.routes import media, queue, recordings, signin
+from station.web.routes import (
+    audit,
+    cases,
+    exports,
+    holds,
+    labels,
+    media,
+    queue,
+    recording_view,
+    recordings,
+    requests,
+    signin,
+    supervision,
+)
 
-ROUTES = (signin, recordings, queue, media)
+ROUTES = (signin, recordings, queue, media, labels, cases, holds, exports,
+          requests, supervision, audit, recording_view)
 
 CSP = ("default-src 'self'; media-src 'self' blob:; object-src 'none'; "
        "frame-ancestors 'none'; base-uri 'none'; form-action 'self'")
@@ -44,7 +58,10 @@ def create_app(st: Station) -> FastAPI:
         response.headers.setdefault("Content-Security-Policy", CSP)
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("Cache-Control", "no-store")
+        # evidence and pages are never cached; the page's own code (same for everyone) may be
+        # kept for an hour, so opening a recording does not fetch and parse hls.js again
+        static = request.url.path.startswith(("/static/", "/vendor/"))
+        response.headers.setdefault("Cache-Control", "private, max-age=3600" if static else "no-store")
         return response
 
     for area in ROUTES:

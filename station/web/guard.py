@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from fastapi import Request
-from fastapi.responses import HTMLResponse
+from fastapi.responses import HTMLResponse, PlainTextResponse
 from fastapi.templating import Jinja2Templates
 
 from station.access.accounts import ROLE_ZH, has_role
@@ -70,6 +70,12 @@ class Web:
         """Audit a refusal and answer with the "无权访问" page."""
         self.st.trail.event("not-allowed", actor=signed.user.username, subject=what, reason=reason, via="web")
         raise Refused(what, why_zh)
+
+    def refuse_fetch(self, signed: sessions.SignedIn, what: str, reason: str) -> PlainTextResponse:
+        """Audit a refused fetch that is no page (a playlist, a segment: the player asked, or someone
+        guessing numbers) and answer a plain 403."""
+        self.st.trail.event("not-allowed", actor=signed.user.username, subject=what, reason=reason, via="web")
+        return PlainTextResponse(reason, status_code=403)
 
     def check_csrf(self, signed: sessions.SignedIn, token: str) -> None:
         if not sessions.same(token, signed.csrf):

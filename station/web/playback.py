@@ -1,17 +1,21 @@
 """Playing the verified originals in the browser: an HLS playlist over the original MPEG-TS segments.
 
 The bytes the browser plays are the journaled bytes (hls.js transmuxes them in the page):
-no re-encoded copy exists. Playing is viewing (S8): "播放" goes through
-``station.access.viewer.view`` — the access rules, an audited ``view`` record, every segment
-hashed against the catalogue — and opens a playback for this session and recording, valid
-``PLAYBACK_HOURS``. Each segment is hashed again as it is served; a mismatch refuses it and
-raises an integrity alert in the audit journal.
+no re-encoded copy exists. A segment encrypted on the device is decrypted here, in memory,
+for the one request, after its ciphertext and then its plaintext were checked against what
+the device signed (docs/encryption.md); nothing decrypted is written to disk.
+Playing is viewing (S8): "播放" goes through
+``station.access.viewer.view`` — the access rules, an audited ``view`` record — and opens a
+playback for this session and recording, valid ``PLAYBACK_HOURS``. Each segment is hashed
+against the catalogue as it is served (not all of them when play is pressed: an hour is
+gigabytes, and the first frame must not wait for them); a mismatch refuses it and raises an
+integrity alert in the audit journal.
 """
 from __future__ import annotations
 
 import hashlib
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from station.access import viewer
 from station.access.viewer import SegmentFile
@@ -30,6 +34,7 @@ class Playback:
     segments: dict[int, SegmentFile]
     durations: dict[int, float]
     expires_ns: int
+    journal_seqs: dict[int, int] = field(default_factory=dict)   # index -> the attesting device record
 
 
 class Playbacks:
@@ -40,13 +45,15 @@ class Playbacks:
         self._lock = threading.Lock()
 
     def start(self, st: Station, session: str, user: m.User, recording_id: int, reason: str) -> Playback:
-        seen = viewer.view(st, user, recording_id, reason)   # NotAllowed / Conflict / EvidenceDamaged
+        # NotAllowed / Conflict; every segment is hashed as it is served (segment()), not all up front
+        seen = viewer.view(st, user, recording_id, reason, hash_now=False)
         with st.db.session() as s:
             rows = {g.index: g for g in s.query(m.Segment).filter(m.Segment.recording == recording_id)}
         durations = {g.index: max(0.1, (rows[g.index].end_wall_ns - rows[g.index].start_wall_ns) / 1e9 + 0.04)
                      for g in seen.segments if g.index in rows}
         pb = Playback(seen.access.id, seen.recording, {g.index: g for g in seen.segments}, durations,
-                      st.now_ns() + PLAYBACK_HOURS * NS_PER_HOUR)
+                      st.now_ns() + PLAYBACK_HOURS * NS_PER_HOUR,
+                      {g.index: rows[g.index].journal_seq for g in seen.segments if g.index in rows})
         with self._lock:
             self._open[(session, recording_id)] = pb
         return pb
@@ -75,7 +82,9 @@ class Playbacks:
 
     @staticmethod
     def segment(st: Station, user: m.User, pb: Playback, index: int) -> bytes:
-        """The original segment's bytes, after checking them against the catalogue's SHA-256."""
+        """The original segment's bytes, after checking them against the catalogue's SHA-256;
+        an encrypted one decrypted with the agency key and its plaintext checked against the
+        device journal (``viewer.segment_plaintext``)."""
         seg = pb.segments.get(index)
         if seg is None:
             raise NotFound(f"recording {pb.recording.id} has no stored segment {index}")
@@ -86,4 +95,5 @@ class Playbacks:
         found = hashlib.sha256(data).hexdigest()
         if found != seg.sha256 or len(data) != seg.size:
             raise viewer.integrity_alert(st, user.username, pb.recording, seg, found, len(data), "play")
-        return data
+        return viewer.segment_plaintext(st, user.username, pb.recording, seg, data,
+                                        pb.journal_seqs.get(index, -1), "play")

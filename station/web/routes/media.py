@@ -34,7 +34,7 @@ def register(app: FastAPI, web: Web) -> None:
         try:
             pb = playbacks.get(st, signed.token_sha256, rec_id)
         except NotAllowed as exc:
-            return Response(str(exc), status_code=403)
+            return web.refuse_fetch(signed, f"recording:{rec_id}", str(exc))
         return Response(Playbacks.playlist(pb, rec_id), media_type="application/vnd.apple.mpegurl")
 
     @app.get("/recordings/{rec_id}/segments/{index}.ts")
@@ -44,7 +44,7 @@ def register(app: FastAPI, web: Web) -> None:
             pb = playbacks.get(st, signed.token_sha256, rec_id)
             data = Playbacks.segment(st, signed.user, pb, index)
         except NotAllowed as exc:
-            return Response(str(exc), status_code=403)
+            return web.refuse_fetch(signed, f"recording:{rec_id}", str(exc))
         except NotFound as exc:
             return Response(str(exc), status_code=404)
         except StationError as exc:          # the original is not what the journal attests

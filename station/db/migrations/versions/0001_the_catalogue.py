@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 16:30:46.637384
+Create Date: 2026-11-23 20:29:20.163462
 """
 from __future__ import annotations
 
@@ -16,6 +16,27 @@ depends_on = None
 
 
 def upgrade() -> None:
+    op.create_table('agency_objects',
+    sa.Column('key', sa.String(length=512), nullable=False),
+    sa.Column('station', sa.String(length=64), nullable=False),
+    sa.Column('kind', sa.String(length=16), nullable=False),
+    sa.Column('device_id', sa.String(length=64), nullable=True),
+    sa.Column('recording', sa.Integer(), nullable=True),
+    sa.Column('sha256', sa.String(length=64), nullable=False),
+    sa.Column('size', sa.BigInteger(), nullable=False),
+    sa.Column('version', sa.String(length=128), nullable=False),
+    sa.Column('retain_until_ns', sa.BigInteger(), nullable=True),
+    sa.Column('legal_hold', sa.Boolean(), nullable=False),
+    sa.Column('state', sa.String(length=16), nullable=False),
+    sa.Column('last_seq', sa.BigInteger(), nullable=True),
+    sa.Column('pushed_ns', sa.BigInteger(), nullable=False),
+    sa.Column('deleted_ns', sa.BigInteger(), nullable=True),
+    sa.PrimaryKeyConstraint('key')
+    )
+    with op.batch_alter_table('agency_objects', schema=None) as batch_op:
+        batch_op.create_index('ix_agency_objects_recording', ['recording'], unique=False)
+        batch_op.create_index('ix_agency_objects_station_kind', ['station', 'kind'], unique=False)
+
     op.create_table('cases',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('case_no', sa.String(length=64), nullable=False),
@@ -105,6 +126,7 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('recordings', schema=None) as batch_op:
         batch_op.create_index('ix_recordings_officer', ['officer_id'], unique=False)
+        batch_op.create_index('ix_recordings_start', ['start_wall_ns', 'id'], unique=False)
 
     op.create_table('stations',
     sa.Column('name', sa.String(length=64), nullable=False),
@@ -219,6 +241,9 @@ def upgrade() -> None:
     sa.ForeignKeyConstraint(['recording'], ['recordings.id'], ),
     sa.PrimaryKeyConstraint('id')
     )
+    with op.batch_alter_table('holds', schema=None) as batch_op:
+        batch_op.create_index('ix_holds_recording', ['recording'], unique=False)
+
     op.create_table('labels',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
     sa.Column('recording', sa.Integer(), nullable=False),
@@ -327,6 +352,9 @@ def downgrade() -> None:
         batch_op.drop_index('ix_labels_recording')
 
     op.drop_table('labels')
+    with op.batch_alter_table('holds', schema=None) as batch_op:
+        batch_op.drop_index('ix_holds_recording')
+
     op.drop_table('holds')
     op.drop_table('exports')
     with op.batch_alter_table('audit_entries', schema=None) as batch_op:
@@ -343,6 +371,7 @@ def downgrade() -> None:
     op.drop_table('users')
     op.drop_table('stations')
     with op.batch_alter_table('recordings', schema=None) as batch_op:
+        batch_op.drop_index('ix_recordings_start')
         batch_op.drop_index('ix_recordings_officer')
 
     op.drop_table('recordings')
@@ -353,3 +382,8 @@ def downgrade() -> None:
     op.drop_table('dockings')
     op.drop_table('devices')
     op.drop_table('cases')
+    with op.batch_alter_table('agency_objects', schema=None) as batch_op:
+        batch_op.drop_index('ix_agency_objects_station_kind')
+        batch_op.drop_index('ix_agency_objects_recording')
+
+    op.drop_table('agency_objects')

@@ -1,0 +1,316 @@
+"""Stations pushing to the agency store (station.sync) — a real SeaweedFS and real dockings.
+
+Order matters at the end of the file: the catch-up test stops the session's weed server
+and starts it again (same ports, same data).
+"""
+from __future__ import annotations
+
+import json
+import re
+import threading
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from station import config as station_config
+from station.access.requests import approve, request_access
+from station.app import Station
+from station.casework.cases import close_case, open_case
+from station.casework.labels import LabelInput, label_recording
+from station.clock import NS_PER_DAY, NS_PER_HOUR
+from station.db import models as m
+from station.keeping import holds
+from station.recordings import find_recording
+from station.storage import StoreRefused, open_store
+from station.sync import file_key, sync, verify_from_store
+from tests.seaweed import BUCKET, s3_client, weed_server  # noqa: F401
+from tests.station_fixture import StationWorld, make_station_world, sqlite_station_world  # noqa: F401
+
+S = 1_000_000_000
+
+
+def join_agency(w: StationWorld, server, **over) -> Station:
+    """Give the station the agency's ``[agency]`` settings (secret in a 0600 file) and reopen it."""
+    secret = w.config_path.parent / "store-secret"
+    secret.write_text(server.secret_key, encoding="utf-8")
+    secret.chmod(0o600)
+    a = {"kind": "s3", "endpoint_url": server.s3_url, "bucket": BUCKET, "access_key": "AGENCYSTATIONKEY",
+         "secret_key_file": str(secret), "connect_timeout_s": 1.0, "read_timeout_s": 30.0,
+         "prefix": f"t-{uuid.uuid4().hex[:12]}/", **over}     # each test its own agency in the bucket
+    body = "\n[agency]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in a.items())
+    with open(w.config_path, "a", encoding="utf-8") as f:
+        f.write(body)
+    return w.reopen()
+
+
+def _recordings(st: Station) -> dict[str, m.Recording]:
+    with st.db.session() as s:
+        rows = s.scalars(select(m.Recording).order_by(m.Recording.id))
+        return {f"{r.device_id[:6]}/{r.recording_id}": r for r in rows}
+
+
+def _objects(st: Station) -> list[m.AgencyObject]:
+    with st.db.session() as s:
+        return list(s.scalars(select(m.AgencyObject).order_by(m.AgencyObject.key)))
+
+
+def _one_version_each(client, st: Station, objs: list[m.AgencyObject]) -> None:
+    for o in objs:
+        key = st.cfg.agency.prefix + o.key
+        v = client.list_object_versions(Bucket=BUCKET, Prefix=key)
+        assert len([x for x in v.get("Versions", []) if x["Key"] == key]) == 1, key
+
+
+def _all_verify(st: Station, tmp: Path) -> None:
+    store = open_store(st.cfg)
+    for rec in _recordings(st).values():
+        res = verify_from_store(st, store, rec.id, tmp / f"v{rec.id}")
+        assert res.ok, (rec.id, res.failure)
+
+
+@pytest.mark.parametrize("table, needle", [
+    ({"kind": "s4"}, "[agency] kind"),
+    ({"kind": "s3"}, "endpoint_url"),
+    ({"kind": "s3", "endpoint_url": "http://store:8333"}, "access_key"),
+    ({"kind": "s3", "endpoint_url": "http://store:8333", "access_key": "K", "prefix": "/x"}, "prefix"),
+    ({"connect_timeout_s": 0}, "connect_timeout_s"),
+    ({"bucket": ""}, "bucket"),
+])
+def test_bad_agency_settings_are_named(tmp_path, table, needle):
+    body = '[station]\nunit = "单位"\nstore_dir = "/srv/x"\n[agency]\n' + "".join(
+        f"{k} = {json.dumps(v)}\n" for k, v in table.items())
+    path = tmp_path / "station.toml"
+    path.write_text(body, encoding="utf-8")
+    with pytest.raises(station_config.StationConfigError, match=re.escape(needle)):
+        station_config.load(path)
+
+
+def test_sync_on_a_local_only_station_says_so(sqlite_station_world):
+    r = sqlite_station_world.cli("sync", "--json")
+    assert r.returncode == 2 and "[agency] kind is local" in r.stderr
+
+
+def test_docked_evidence_and_the_audit_journal_reach_the_store_once_and_verify(sqlite_station_world, weed_server,
+                                                                            tmp_path):
+    w = sqlite_station_world
+    st = join_agency(w, weed_server)
+    w.dock_device("dev", {"r1": 2, "r2": 1})
+    report = sync(st)
+    assert report.ok and report.unavailable is None, report.to_dict()
+    objs = _objects(st)
+    kinds = sorted({o.kind for o in objs})
+    assert kinds == ["audit", "file", "journal"]
+    recs = _recordings(st)
+    files = [o for o in objs if o.kind == "file"]
+    assert len(files) == 3 and all(o.recording in {r.id for r in recs.values()} for o in files)
+    # COMPLIANCE until the recording's retention end (from the catalogue, not the station's clock)
+    store = open_store(st.cfg)
+    for o in files:
+        head = store.head(o.key)
+        rec = next(r for r in recs.values() if r.id == o.recording)
+        assert head is not None and head.sha256 == o.sha256 and not head.legal_hold
+        assert rec.retention_end_ns is not None and 0 <= head.retain_until_ns - rec.retention_end_ns < S
+    _all_verify(st, tmp_path)
+    # the audit journal: every line up to the sync, in order, byte for byte
+    audit = [o for o in objs if o.kind == "audit"]
+    text = b"".join(store.read(o.key) for o in sorted(audit, key=lambda o: o.key)).decode("ascii")
+    with st.db.session() as s:
+        lines = [e.line for e in s.scalars(select(m.AuditEntry).where(m.AuditEntry.station == st.name)
+                                           .order_by(m.AuditEntry.seq))]
+    assert text.splitlines() == [ln.rstrip("\n") for ln in lines]
+    # again: nothing new to write, nothing written twice
+    again = sync(st)
+    assert again.ok and again.pushed == 0 and again.already == 0 and again.audit_lines == 0
+    client = s3_client(weed_server)
+    _one_version_each(client, st, objs)
+    # the command: --json, exit 0, and reading a recording back from the store
+    rid = recs[next(iter(recs))].id
+    r = w.cli("sync", "--json", "--verify", str(rid))
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["ok"] and out["verified"] == [{"recording": rid, "ok": True, "failure": None}]
+
+
+def test_holds_cases_and_purges_follow_into_the_store(sqlite_station_world, weed_server, tmp_path):
+    w = sqlite_station_world
+    st = join_agency(w, weed_server)
+    w.dock_device("dev", {"r1": 1, "r2": 1})
+    assert sync(st).ok
+    recs = _recordings(st)
+    r1, r2 = (next(r for r in recs.values() if r.recording_id == x) for x in ("r1", "r2"))
+    store = open_store(st.cfg)
+    k1 = next(o.key for o in _objects(st) if o.recording == r1.id)
+    k2 = next(o.key for o in _objects(st) if o.recording == r2.id)
+    before = store.head(k1).retain_until_ns
+    # S6 hold -> legal hold; released -> off
+    hold = holds.place(st, w.user("clerk"), r2.id, "complaint", reason="当事人投诉")
+    rep = sync(st)
+    assert rep.holds_changed == 1 and store.head(k2).legal_hold
+    holds.release(st, w.user("chief"), hold.id, reason="投诉已处理")
+    assert sync(st).holds_changed == 1 and not store.head(k2).legal_hold
+    # joins a case: open case -> legal hold (end unknown); closed -> retention extended to the case's end
+    clerk = w.user("clerk")
+    open_case(st, clerk, "CASE-15", "占道经营", "行政处罚", "市容科")
+    label_recording(st, clerk, "r1", LabelInput(case_no="CASE-15", counterpart="某店", content="检查",
+                                                 place="湖滨南路"))
+    assert sync(st).holds_changed == 1 and store.head(k1).legal_hold
+    w.clock.advance(30 * NS_PER_DAY)
+    close_case(st, clerk, "CASE-15")
+    rep = sync(st)
+    head = store.head(k1)
+    assert rep.extended >= 1 and not head.legal_hold and head.retain_until_ns > before
+    with st.db.session() as s:
+        assert abs(head.retain_until_ns - s.get(m.Recording, r1.id).retention_end_ns) < S
+    # a station whose clock is years ahead purges locally (S11)... the store refuses: its clock rules
+    w.clock.advance(2 * 365 * NS_PER_DAY)
+    from station.keeping import purge
+    done = purge.purge(st, w.user("admin"), [str(r2.id)], reason="保存期限届满")
+    assert [o.recording for o in done] == [r2.id]
+    rep = sync(st)
+    assert rep.deleted == 0 and [x["key"] for x in rep.refused] == [k2]
+    assert store.read(k2) and store.head(k2).retain_until_ns == store.head(k2).retain_until_ns
+    with st.db.session() as s:
+        events = [e.type for e in s.scalars(select(m.AuditEntry).where(m.AuditEntry.type == "agency-sync"))]
+    assert events
+
+
+def test_a_station_with_its_clock_hours_off_cannot_shorten_a_retention(sqlite_station_world, weed_server):
+    w = sqlite_station_world
+    st = join_agency(w, weed_server)
+    w.dock_device("dev", {"r1": 1})
+    w.clock.advance(11 * NS_PER_HOUR)               # the station's clock runs eleven hours ahead
+    assert sync(st).ok
+    rec = next(iter(_recordings(st).values()))
+    store = open_store(st.cfg)
+    key = next(o.key for o in _objects(st) if o.recording == rec.id)
+    head = store.head(key)
+    assert 0 <= head.retain_until_ns - rec.retention_end_ns < S      # the catalogue's end, not clock + period
+    assert store.extend_retention(key, head.retain_until_ns - NS_PER_DAY).retain_until_ns == head.retain_until_ns
+    with pytest.raises(StoreRefused):
+        store.delete(key)
+
+
+def test_the_same_recording_with_other_bytes_is_refused_and_alerted(sqlite_station_world, weed_server):
+    w = sqlite_station_world
+    st = join_agency(w, weed_server)
+    w.dock_device("dev", {"r1": 1})
+    rec = next(iter(_recordings(st).values()))
+    with st.db.session() as s:
+        seg = s.scalars(select(m.Segment).where(m.Segment.recording == rec.id)).one()
+    key = file_key(rec.device_id, seg.path)
+    s3_client(weed_server).put_object(Bucket=BUCKET, Key=st.cfg.agency.prefix + key, Body=b"not the recording",
+                                      Metadata={"sha256": "0" * 64})
+    r = w.cli("sync", "--json")
+    assert r.returncode == 1, r.stderr
+    out = json.loads(r.stdout)
+    assert [c["key"] for c in out["conflicts"]] == [key]
+    with st.db.session() as s:
+        alerts = list(s.scalars(select(m.AuditEntry).where(m.AuditEntry.type == "integrity-alert")))
+    assert alerts and key in alerts[-1].line
+    assert sync(st).conflicts == []      # alerted once; the conflict is remembered, not re-pushed
+
+
+def test_without_the_agency_credentials_sync_is_refused(sqlite_station_world, weed_server):
+    w = sqlite_station_world
+    join_agency(w, weed_server, access_key="NOTAGENCYKEY")
+    r = w.cli("sync", "--json")
+    assert r.returncode == 3 and "credentials" in r.stderr
+    with w.st.db.session() as s:
+        assert s.scalar(select(m.AgencyObject.key)) is None
+
+
+def test_two_stations_ingest_concurrently_into_one_catalogue_and_share_it(pg_cluster, weed_server, tmp_path):
+    url = pg_cluster.create_database()
+    w1 = make_station_world(tmp_path / "s1", url, "postgresql")
+    w2 = _second_station(tmp_path / "s2", url, w1)
+    try:
+        prefix = f"t-{uuid.uuid4().hex[:12]}/"
+        st1, st2 = join_agency(w1, weed_server, prefix=prefix), join_agency(w2, weed_server, prefix=prefix)
+        w1.record("a", {"r1": 1, "r2": 1})
+        w2.record("b", {"r1": 1}, officer="042042")
+        errors: list[BaseException] = []
+
+        def dock(world: StationWorld, name: str) -> None:
+            try:
+                world.dock_device(name)
+                assert sync(world.st).ok
+            except BaseException as exc:      # reported below
+                errors.append(exc)
+        threads = [threading.Thread(target=dock, args=a) for a in ((w1, "a"), (w2, "b"))]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(300)
+        assert not errors, errors
+        with st2.db.session() as s:
+            recs = list(s.scalars(select(m.Recording).order_by(m.Recording.id)))
+            assert sorted((r.station, r.recording_id) for r in recs) == [("station-1", "r1"), ("station-1", "r2"),
+                                                                          ("station-2", "r1")]
+            # station 2's users find station 1's recordings and ask for them, audited at station 2
+            first = next(r for r in recs if r.station == "station-1")
+            elsewhere = find_recording(s, f"{first.device_id}/{first.recording_id}")
+        req = request_access(st2, w2.user("li"), elsewhere.id, "view", "复核执法过程")
+        approve(st2, w2.user("chief"), req.id)
+        with st2.db.session() as s:
+            entry = s.scalars(select(m.AuditEntry).where(m.AuditEntry.type == "access-request")).one()
+            assert entry.station == "station-2" and entry.subject == f"recording:{elsewhere.id}"
+        # and read it back from the agency store, though station 2 never had it locally
+        assert not (w2.cfg.store / "devices" / elsewhere.device_id).exists()
+        res = verify_from_store(st2, open_store(st2.cfg), elsewhere.id, tmp_path / "v")
+        assert res.ok, res.failure
+        assert {o.station for o in _objects(st1)} == {"station-1", "station-2"}
+    finally:
+        w1.st.close()
+        w2.st.close()
+
+
+def _second_station(base: Path, url: str, first: StationWorld) -> StationWorld:
+    """Another office's station, named station-2, on the first one's PostgreSQL catalogue (users shared)."""
+    from station.setup import init_station
+    from tests.netns import DockWorld
+    dock = DockWorld.create(base)
+    path = dock.dock_config("127.0.0.1", 8443)
+    text = path.read_text(encoding="utf-8").replace(
+        "[dock]\n", f'database_url = "{url}"\nname = "station-2"\n[dock]\n', 1)
+    path = base / "station.toml"
+    path.write_text(text, encoding="utf-8")
+    init_station(path)
+    dock.config_path = path
+    st = Station.open(station_config.load(path), first.clock)
+    return StationWorld(dock, path, "postgresql", first.clock, st)
+
+
+# ---- last: takes the store away and brings it back ----------------------------------------------------------
+def test_the_station_keeps_ingesting_while_the_store_is_down_and_catches_up(sqlite_station_world, weed_server,
+                                                                          tmp_path):
+    w = sqlite_station_world
+    st = join_agency(w, weed_server)
+    w.dock_device("dev", {"r1": 1})
+    assert sync(st).ok
+    pushed_before = {o.key for o in _objects(st)}
+    weed_server.stop()
+    try:
+        w.dock_device("dev", {"r2": 2})             # ingest does not need the store
+        w.dock_device("other", {"r9": 1})
+        r = w.cli("sync", "--json", timeout=180)
+        assert r.returncode == 7, r.stderr
+        assert json.loads(r.stdout)["unavailable"]
+        assert {o.key for o in _objects(st)} == pushed_before      # nothing claimed that is not there
+    finally:
+        weed_server.start()
+    rep = sync(st)
+    assert rep.ok, rep.to_dict()
+    objs = _objects(st)
+    assert len([o for o in objs if o.kind == "file"]) == 4
+    _all_verify(st, tmp_path)
+    assert sync(st).pushed == 0
+    client = s3_client(weed_server)
+    _one_version_each(client, st, objs)
+    # the audit journal in the store has every line, in order, no gap, no repeat
+    seqs: list[int] = []
+    for o in sorted((o for o in objs if o.kind == "audit"), key=lambda o: o.key):
+        seqs += [json.loads(line.split("\t")[0])["seq"]
+                 for line in open_store(st.cfg).read(o.key).decode().splitlines()]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs))) and seqs[0] in (0, 1)
