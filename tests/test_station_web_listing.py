@@ -125,3 +125,41 @@ def test_screenshots_of_the_list_and_a_recording_page(web, browser):
     wang.click("#play")
     wang.wait_for_selector("#video[data-state=ready]", timeout=30000)
     assert screenshot(wang, "recording-page").stat().st_size > 10_000
+
+
+def test_the_labelling_queue_pages_by_100_oldest_first_and_keeps_the_overdue_filter(sqlite_station_world):
+    """An office behind on labelling: the queue page shows 100 at a time, the whole queue's totals,
+    every unlabelled recording on exactly one page, in the order of ``queue()`` (oldest first)."""
+    from station.casework.queue import queue
+    w = sqlite_station_world
+    generate(w.st, N, seed=5)
+    expected = [i["recording"] for i in queue(w.st, w.user("clerk"))]
+    overdue = [i["recording"] for i in queue(w.st, w.user("clerk"), overdue_only=True)]
+    assert len(expected) > 100 and overdue
+    with serving(create_app(w.st), w.cfg.web_cert_path, w.cfg.web_key_path) as base_url, \
+            closing(http_sign_in(base_url, "clerk")) as c:
+        seen, url = [], "/queue"
+        for _ in range(20):                                   # bounded: N/100 pages at most
+            r = c.get(url)
+            assert r.status_code == 200
+            assert f"共 {len(expected)} 条（逾期 {len(overdue)} 条）" in r.text
+            seen += [int(x) for x in re.findall(r'<td><a href="/recordings/(\d+)">', r.text)]
+            nxt = re.search(r'<a rel="next" href="([^"]+)"', r.text)
+            if not nxt:
+                break
+            url = nxt.group(1).replace("&amp;", "&")
+        assert seen == expected
+        r = c.get("/queue", params={"overdue": "1"})
+        page_ids = [int(x) for x in re.findall(r'<td><a href="/recordings/(\d+)">', r.text)]
+        assert page_ids == overdue[:100]
+        nxt = re.search(r'<a rel="next" href="([^"]+)"', r.text)
+        assert (nxt is not None) == (len(overdue) > 100)
+        if nxt:
+            assert "overdue=1" in nxt.group(1)
+        for bad in ("x", "0", "-3"):
+            r = c.get("/queue", params={"page": bad})
+            assert r.status_code == 200 and 'class="error"' in r.text and "页码无效" in r.text
+            assert "第 1 / " in r.text
+        r = c.get("/queue", params={"page": "999"})             # past the end: the last page
+        pages = -(-len(expected) // 100)
+        assert f"第 {pages} / {pages} 页" in r.text
