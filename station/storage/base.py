@@ -69,3 +69,11 @@ class EvidenceStore(Protocol):
 
     def delete(self, key: str) -> None:
         """Delete every version of ``key``; refused while retained or held."""
+
+
+def require(store: EvidenceStore, key: str) -> StoredObject:
+    """What the store holds under ``key``; StoreRefused when it holds nothing there."""
+    have = store.head(key)
+    if have is None:
+        raise StoreRefused(f"{key} is not in the store")
+    return have

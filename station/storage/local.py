@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from recorder import records
-from station.storage.base import IntegrityConflict, StoredObject, StoreRefused
+from station.storage.base import IntegrityConflict, StoredObject, StoreRefused, require
 from station.storage.s3 import file_digests
 
 META = ".meta.json"
@@ -83,20 +83,14 @@ class LocalStore:
         except FileNotFoundError:
             raise StoreRefused(f"{key} is not in the store") from None
 
-    def _require(self, key: str) -> StoredObject:
-        have = self.head(key)
-        if have is None:
-            raise StoreRefused(f"{key} is not in the store")
-        return have
-
     def extend_retention(self, key: str, until_ns: int) -> StoredObject:
-        have = self._require(key)
+        have = require(self, key)
         if have.retain_until_ns is not None and have.retain_until_ns >= until_ns:
             return have
         return self._write_meta(StoredObject(key, have.sha256, have.size, "", until_ns, have.legal_hold))
 
     def set_legal_hold(self, key: str, on: bool) -> StoredObject:
-        have = self._require(key)
+        have = require(self, key)
         return self._write_meta(StoredObject(key, have.sha256, have.size, "", have.retain_until_ns, on))
 
     def delete(self, key: str) -> None:

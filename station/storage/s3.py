@@ -25,7 +25,14 @@ from pathlib import Path
 from typing import Any
 
 from station.config import AgencySection
-from station.storage.base import IntegrityConflict, StoreDenied, StoredObject, StoreRefused, StoreUnavailable
+from station.storage.base import (
+    IntegrityConflict,
+    StoreDenied,
+    StoredObject,
+    StoreRefused,
+    StoreUnavailable,
+    require,
+)
 
 MIN_KEEP_NS = 86_400 * 1_000_000_000   # a file whose end has passed is still kept a day after upload
 DENIALS = {"InvalidAccessKeyId", "SignatureDoesNotMatch"}
@@ -182,14 +189,8 @@ class S3ObjectLockStore:
         data: bytes = r["Body"].read()
         return data
 
-    def _require(self, key: str) -> StoredObject:
-        have = self.head(key)
-        if have is None:
-            raise StoreRefused(f"{key} is not in the store")
-        return have
-
     def extend_retention(self, key: str, until_ns: int) -> StoredObject:
-        have = self._require(key)
+        have = require(self, key)
         if have.retain_until_ns is not None and have.retain_until_ns >= until_ns:
             return have                      # never earlier: the store would refuse it anyway
         until = _until(until_ns)
@@ -198,7 +199,7 @@ class S3ObjectLockStore:
         return StoredObject(key, have.sha256, have.size, have.version, _ns(until), have.legal_hold)
 
     def set_legal_hold(self, key: str, on: bool) -> StoredObject:
-        have = self._require(key)
+        have = require(self, key)
         self._call("set the legal hold of", self.client.put_object_legal_hold, Key=self._key(key),
                    VersionId=have.version, LegalHold={"Status": "ON" if on else "OFF"})
         return StoredObject(key, have.sha256, have.size, have.version, have.retain_until_ns, on)

@@ -161,25 +161,30 @@ def register(app: FastAPI, web: Web) -> None:
     def supervision(request: Request, date_from: str = "", date_to: str = "", officer: str = "") -> Response:
         return show(request, web.who(request), date_from, date_to, officer)
 
-    @app.get("/supervision.csv")
-    def supervision_csv(request: Request, date_from: str = "", date_to: str = "", officer: str = "") -> Response:
-        signed = web.who(request)
+    def figures(signed: SignedIn, date_from: str, date_to: str,
+                officer: str) -> tuple[str | None, stats.Stats | Response]:
+        """The scope and the per-officer figures a download holds, or the 400 answer to bad input."""
         who = scope(signed, officer)
         try:
-            s = stats.compute(st, period=_query(st, date_from, date_to, officer).period, by="officer", officer=who)
+            return who, stats.compute(st, period=_query(st, date_from, date_to, officer).period, by="officer",
+                                      officer=who)
         except StationError as exc:
-            return Response(str(exc), status_code=400, media_type="text/plain; charset=utf-8")
+            return who, Response(str(exc), status_code=400, media_type="text/plain; charset=utf-8")
+
+    @app.get("/supervision.csv")
+    def supervision_csv(request: Request, date_from: str = "", date_to: str = "", officer: str = "") -> Response:
+        _, s = figures(web.who(request), date_from, date_to, officer)
+        if isinstance(s, Response):
+            return s
         return Response(report.stats_csv(s), media_type="text/csv; charset=utf-8",
                         headers={"Content-Disposition": 'attachment; filename="stats.csv"'})
 
     @app.get("/supervision.pdf")
     def supervision_pdf(request: Request, date_from: str = "", date_to: str = "", officer: str = "") -> Response:
         signed = web.who(request)
-        who = scope(signed, officer)
-        try:
-            s = stats.compute(st, period=_query(st, date_from, date_to, officer).period, by="officer", officer=who)
-        except StationError as exc:
-            return Response(str(exc), status_code=400, media_type="text/plain; charset=utf-8")
+        who, s = figures(signed, date_from, date_to, officer)
+        if isinstance(s, Response):
+            return s
         pending = [p for p in signoff.list_items(st, signed.user, pending_only=True, officer=who)
                    if s.period.holds(p["wall_ns"])]
         data = report.stats_pdf(st, s, made_by=signed.user.display_name or signed.user.username, pending=pending)
