@@ -292,6 +292,75 @@ enable_units() {
     fi
 }
 
+# No swap, ever: the pre-event buffer, the open 64 KiB age chunk and a voice note being
+# encrypted are plaintext in RAM, and swap would write them to the SD card in clear
+# (docs/encryption.md, "Nothing in clear on disk"). Always, not only once a key is
+# installed: keys are usually provisioned after this script, and encryption then turns on
+# by itself. The recorder's memory is bounded (a few hundred MB at most) and a Pi's RAM
+# holds it. Raspberry Pi OS swaps to /var/swap through dphys-swapfile; any other swap
+# (an fstab line, a zram or rpi-swap generator unit) is held off by masking swap.target.
+# The self-check (D1) reports swap that is active anyway.
+unit_exists() {
+    local d
+    for d in /etc/systemd/system /lib/systemd/system /usr/lib/systemd/system; do
+        [ -e "$R$d/$1" ] && return 0
+    done
+    return 1
+}
+
+mask_unit() {
+    local link=$R/etc/systemd/system/$1
+    if [ -L "$link" ] && [ "$(readlink "$link")" = /dev/null ]; then
+        return 0
+    fi
+    if command -v systemctl > /dev/null; then
+        if [ -z "$R" ]; then run systemctl mask "$1"; else run systemctl --root="$ROOT" mask "$1"; fi
+    else
+        run install -d -m 0755 "$R/etc/systemd/system"
+        run ln -sf /dev/null "$link"
+    fi
+    log "masked $1 (no swap: docs/encryption.md)"
+}
+
+disable_swap() {
+    local fstab=$R/etc/fstab proc_swaps=${BODYCAM_PROC_SWAPS:-/proc/swaps} tmp
+    if [ -z "$R" ]; then
+        # this running system: swap off now (a real install on the device)
+        if command -v dphys-swapfile > /dev/null; then
+            run dphys-swapfile swapoff
+            run dphys-swapfile uninstall      # removes /var/swap
+        fi
+        if [ -r "$proc_swaps" ] && awk 'NR > 1 { found = 1 } END { exit !found }' "$proc_swaps"; then
+            run swapoff -a
+            log "swap turned off"
+        fi
+    fi
+    if unit_exists dphys-swapfile.service && ! { [ -L "$R/etc/systemd/system/dphys-swapfile.service" ] &&
+            [ "$(readlink "$R/etc/systemd/system/dphys-swapfile.service")" = /dev/null ]; }; then
+        if [ -n "$R" ]; then
+            run systemctl --root="$ROOT" disable dphys-swapfile.service
+        elif [ -d /run/systemd/system ]; then
+            run systemctl disable --now dphys-swapfile.service
+        else
+            run systemctl disable dphys-swapfile.service
+        fi
+    fi
+    unit_exists dphys-swapfile.service && mask_unit dphys-swapfile.service
+    mask_unit swap.target
+    if [ -f "$fstab" ] && awk '!/^[[:space:]]*#/ && $3 == "swap" { found = 1 } END { exit !found }' "$fstab"; then
+        if [ "$DRY_RUN" -eq 1 ]; then
+            log "would comment out the swap lines of /etc/fstab"
+        else
+            tmp=$(mktemp)
+            awk '!/^[[:space:]]*#/ && $3 == "swap" { print "# no swap (bodycam, docs/encryption.md): " $0; next }
+                 { print }' "$fstab" > "$tmp"
+            cat "$tmp" > "$fstab"
+            rm -f "$tmp"
+            log "commented out the swap lines of /etc/fstab"
+        fi
+    fi
+}
+
 # Every input checked before the first change, so a bad checkout or a target
 # that is not Raspberry Pi OS never leaves a half-installed device.
 preflight() {
@@ -328,6 +397,7 @@ main() {
     fi
     remove_serial_console
     enable_units
+    disable_swap
     log "done; reboot to load the overlays (dwc2, i2c-rtc, pps-gpio, i2s)"
 }
 

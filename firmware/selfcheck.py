@@ -16,6 +16,7 @@ from __future__ import annotations
 import enum
 import logging
 import math
+import os
 from dataclasses import asdict, dataclass, field, fields
 from typing import Any, Callable
 
@@ -25,6 +26,21 @@ from common.clock import TimeQuality, TimeSample
 from common.settings import Section
 
 log = logging.getLogger(__name__)
+
+PROC_SWAPS = "/proc/swaps"
+"""The kernel's list of active swap areas; ``BODYCAM_PROC_SWAPS`` names a stand-in (tests)."""
+
+
+def active_swaps(path: str | None = None) -> list[str]:
+    """The swap areas the kernel uses now (``/proc/swaps``: a header line, then one line per
+    area, its name first with spaces escaped as ``\\040``). No such file (no procfs): none."""
+    path = path or os.environ.get("BODYCAM_PROC_SWAPS") or PROC_SWAPS
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except FileNotFoundError:
+        return []
+    return [line.split()[0] for line in lines[1:] if line.split()]
 
 
 class Status(str, enum.Enum):
@@ -81,6 +97,8 @@ class Probes:
     # (mode, recipients) of [encryption]; raises when a required or installed key is unusable.
     # Optional: a service built before encryption existed has no such item (not a pass either)
     encryption: Callable[[], tuple[str, int]] | None = None
+    # the active swap areas (judged with encryption on); None: the kernel's, active_swaps()
+    swaps: Callable[[], list[str]] | None = None
 
 
 @dataclass(frozen=True)
@@ -280,9 +298,14 @@ def _journal(probe: _Probe, _t: SelfCheckThresholds, _bitrate: int) -> CheckItem
                      "verified" if ok else "journal does not verify", {"verified": ok})
 
 
-def _encryption(probe: _Probe, _t: SelfCheckThresholds, _bitrate: int) -> CheckItem:
+def _encryption(probe: _Probe, _t: SelfCheckThresholds, _bitrate: int,
+                swaps: Callable[[], list[str]] = active_swaps) -> CheckItem:
     """D1 and D13: encryption configured but its agency key missing is a FAIL (the recorder
-    refuses to record in clear then); a device not provisioned yet (mode auto, no key) WARNs."""
+    refuses to record in clear then); a device not provisioned yet (mode auto, no key) WARNs.
+    Encryption on with swap active WARNs: the plaintext the recorder holds in RAM (pre-event
+    buffer, open chunk, a voice note) could be paged to the SD card in clear (deploy/install.sh
+    turns swap off; docs/encryption.md). A warning, not a failure: recording encrypted with a
+    risk of a clear page in swap is still better evidence than not recording."""
     try:
         answer = probe()
     except ValueError as exc:    # firmware.config.EncryptionKeyMissing
@@ -292,7 +315,15 @@ def _encryption(probe: _Probe, _t: SelfCheckThresholds, _bitrate: int) -> CheckI
         raise _Unusable(f"encryption probe: expected (mode, recipients), got {answer!r}")
     mode, n = str(answer[0]), answer[1]
     if n:
-        return CheckItem("encryption", Status.PASS, f"on: {n} recipient key(s)", {"recipients": n})
+        active = swaps()
+        if not isinstance(active, list) or not all(isinstance(x, str) for x in active):
+            raise _Unusable(f"swaps probe: expected a list of swap areas, got {active!r}")
+        if active:
+            return CheckItem("encryption", Status.WARN,
+                             f"on: {n} recipient key(s), but swap is active ({', '.join(active)}): "
+                             "clear media in RAM may be written to storage", {"recipients": n, "swaps": active})
+        return CheckItem("encryption", Status.PASS, f"on: {n} recipient key(s), no swap",
+                         {"recipients": n, "swaps": []})
     if mode == "off":
         return CheckItem("encryption", Status.WARN, "off by configuration: recordings in clear",
                          {"recipients": 0})
@@ -309,7 +340,12 @@ def run_self_check(probes: Probes, thresholds: SelfCheckThresholds, bitrate_bps:
     if isinstance(bitrate_bps, bool) or not isinstance(bitrate_bps, int) or bitrate_bps <= 0:
         raise ValueError(f"bitrate_bps must be a positive integer, got {bitrate_bps!r}")
     items = []
-    optional = (("encryption", _encryption),) if probes.encryption is not None else ()
+    swaps = probes.swaps or active_swaps
+
+    def encryption(probe: _Probe, t: SelfCheckThresholds, bitrate: int) -> CheckItem:
+        return _encryption(probe, t, bitrate, swaps)
+
+    optional = (("encryption", encryption),) if probes.encryption is not None else ()
     for name, judge in _ITEMS + optional:
         probe = getattr(probes, name)
         if probe is None:

@@ -276,13 +276,18 @@ def salvage_file(path: Path, root: Path, previous: dict[str, Any] | None = None,
         facts = (MediaFacts(entry["video_frames"], entry["first_pts"], entry["last_pts"],
                             entry["audio_samples"], entry.get("frame_duration")) if entry else
                  MediaFacts(0, None, None, 0, None, "encrypted, and no durable sync point its "
-                            "sync index vouches for (less than a second was written)"))
+                            "sync index vouches for (not a whole chunk, nor half a second, was written)"))
         if entry:
             sealed_facts = {"format": head.get("format", age.FORMAT),
                             "recipients": head.get("recipients", []),
                             "complete": bool(entry["complete"]), "chunks": entry["chunks"],
                             "plaintext_sha256": entry["plain_sha256"],
                             "plaintext_size": entry["plain_size"]}
+            if (not entry["complete"] and isinstance(entry.get("media_size"), int)
+                    and 0 < entry["media_size"] <= entry["plain_size"]):
+                # the plaintext ends where a chunk ended, inside a TS packet and a PES packet
+                # whose rest was not written: players get the whole PES packets before it
+                sealed_facts["media_size"] = entry["media_size"]
     else:
         cut = ts_cut_point(data) if is_part else len(data)
         facts = analyse_ts(data[:cut]) if cut else MediaFacts(0, None, None, 0, None, "no whole TS packet")
@@ -354,18 +359,75 @@ def salvage_file(path: Path, root: Path, previous: dict[str, Any] | None = None,
     return result
 
 
-def _sync_point(index: Path, data: bytes) -> tuple[dict[str, Any], dict[str, Any] | None]:
+def _sync_point(index: Path, data: bytes, media: bool = True) -> tuple[dict[str, Any], dict[str, Any] | None]:
     """The sync index's head and its last entry that the file bears out: the ciphertext
-    prefix it names is present with that SHA-256 (a complete entry: the whole file)."""
+    prefix it names is present with that SHA-256 (a complete entry: the whole file).
+    ``media``: a segment's entry must also name the frames it holds (a voice note's has none)."""
     head, entries = read_index(index)
     for e in reversed(entries):
         n = e["stored_size"]
-        if (n > len(data) or (e.get("complete") and n != len(data)) or not e.get("video_frames")
-                or not isinstance(e.get("first_pts"), int) or not isinstance(e.get("last_pts"), int)):
+        if n > len(data) or (e.get("complete") and n != len(data)):
+            continue
+        if media and (not e.get("video_frames") or not isinstance(e.get("first_pts"), int)
+                      or not isinstance(e.get("last_pts"), int)):
+            continue
+        if not (isinstance(e.get("plain_size"), int) and isinstance(e.get("plain_sha256"), str)
+                and isinstance(e.get("chunks"), int)):
             continue
         if _sha(data[:n]) == e["stored_sha256"]:
             return head, e
     return head, None
+
+
+_NOTE_FACTS = ("samples", "sample_rate", "duration_ms", "codec", "start", "end", "link")
+"""What a voice note's record takes from its sync index head (recorder.voice_note)."""
+
+
+def salvage_encrypted_note(path: Path, root: Path, attested: set[str]) -> dict[str, Any] | None:
+    """The record facts of an encrypted voice note a power cut left without its record
+    (recorder.voice_note writes its sync index ``NOTE.aac.age.sync`` first): the note's own
+    facts from the index head, its plaintext facts (``encryption``) from the last index entry
+    the file bears out, and its attachments. A file cut short is cut back to that entry's whole
+    chunks like a segment (the tail kept as ``NOTE.aac.age.cut-at-N``, attested), and then has
+    no length facts. None when no entry matches (the note is attested as it is, without them)."""
+    path, root = Path(path), Path(root)
+    data = path.read_bytes()
+    head, entry = _sync_point(path.with_name(path.name + SYNC_SUFFIX), data, media=False)
+    if entry is None:
+        return None
+    note = head.get("note")
+    if not isinstance(note, dict):
+        note = {}
+    cut = entry["stored_size"]
+    attachments = _existing_cuts(path.name, path.parent, attested, root)
+    facts: dict[str, Any] = {k: note[k] for k in _NOTE_FACTS if k in note}
+    if cut < len(data):
+        tail = data[cut:]
+        cut_path = path.with_name(f"{path.name}{CUT_INFIX}{cut}")
+        rel = records.relpath_in(root, cut_path)
+        if not any(a["path"] == rel for a in attachments):
+            _write_new(cut_path, tail)
+            attachments.append(records.file_attestation(rel, _sha(tail), len(tail), "salvage-cut"))
+        fd = os.open(path, os.O_WRONLY)
+        try:
+            os.ftruncate(fd, cut)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        for k in ("samples", "duration_ms", "end"):   # they describe the whole note
+            facts.pop(k, None)
+        facts["salvage"] = {"cut_at": "sync-index", "cut_bytes": len(tail), "original_size": len(data)}
+        log.warning("salvage: voice note %s cut back to its last whole chunk (%d bytes cut off)",
+                    path.name, len(tail))
+    os.chmod(path, 0o444)
+    fsync_dir(path.parent)
+    body = data[:cut]
+    facts["encryption"] = {"format": head.get("format", age.FORMAT), "recipients": head.get("recipients", []),
+                           "complete": bool(entry["complete"]), "chunks": entry["chunks"],
+                           "plaintext_sha256": entry["plain_sha256"], "plaintext_size": entry["plain_size"]}
+    facts["attachments"] = [records.file_attestation(records.relpath_in(root, path), _sha(body), len(body),
+                                                     "voice-note"), *attachments]
+    return facts
 
 
 def _drop_sync_indexes(root: Path, attested: set[str]) -> None:

@@ -54,9 +54,9 @@ the first segment alone and open a gap at its end)."""
 TS_PACKET = 188
 MUX_BUFFER = 32 * 1024
 """The muxer's write buffer: bytes reach the file (and the running SHA-256) in writes of up
-to this size, and in full once per GOP before the periodic sync (see ``_mux``). A killed
-process loses at most this much of the open segment that it had muxed; a power cut, as
-before, what came after the last per-GOP sync."""
+to this size, and in full before each sync point (each keyframe; an encrypted file asks for
+more, ``HashingFile.sync_every_frames``; see ``_mux``). A killed process loses at most this
+much of the open segment that it had muxed; a power cut, what came after the last sync."""
 _FLUSH_PACKETS = 0x0200   # AVFMT_FLAG_FLUSH_PACKETS (av.container.core.Flags.flush_packets): set for
 # one packet, the muxer flushes its buffer after writing it
 END_MAGIC = b"BWC-SEGMENT-END\x01"
@@ -155,6 +155,11 @@ class HashingFile:
         """Extra fields for the segment record (plain: none)."""
         return {}
 
+    def sync_every_frames(self, fps: int) -> int:
+        """Video frames between extra sync points inside a GOP (plain: 0, each keyframe only;
+        an encrypting file asks for more, see recorder.encrypt.SYNC_INTERVAL_S)."""
+        return 0
+
 
 @dataclass
 class _Open:
@@ -171,6 +176,7 @@ class _Open:
     first_sample: int | None = None
     end_sample: int = 0
     syncing: bool = False   # the muxer flushes every packet until the next video frame, then sync
+    sync_every: int = 0     # file.sync_every_frames(fps), asked once per segment
 
 
 @dataclass
@@ -240,6 +246,7 @@ class Segmenter:
         self.fmt = fmt
         self.frames_per_segment = frames_per_segment
         self.frame_ticks = 90000 // fmt.fps
+        self._audio_origin = TS_ORIGIN_S * fmt.sample_rate
         self.samples_per_segment = fmt.sample_rate * frames_per_segment // fmt.fps
         if self.samples_per_segment * fmt.fps != fmt.sample_rate * frames_per_segment:
             raise ValueError("segment length must hold a whole number of audio samples")
@@ -276,8 +283,8 @@ class Segmenter:
                 f = HashingFile(part)
             # The muxer's own buffer gathers packets into writes of up to MUX_BUFFER bytes (one
             # write and SHA-256 update per ~2 frames at 1080p, not one per audio and video
-            # packet); it is flushed once per GOP before the sync (see _mux), so that sync
-            # still makes everything up to the keyframe durable.
+            # packet); it is flushed before each sync point (see _mux), so that sync still
+            # makes everything up to that frame durable.
             c = av.open(f, "w", format="mpegts", options=options, buffer_size=MUX_BUFFER)
             # streams copied from never-opened templates: PyAV opens the codec of a stream made
             # by add_stream() when muxing starts, i.e. a whole libx264 and AAC encoder (4 MB,
@@ -295,7 +302,7 @@ class Segmenter:
             aus.codec_context.extradata = self.fmt.audio_extradata
         except OSError as exc:
             raise StorageError(exc.errno, f"cannot open segment {part}: {exc.strerror}") from exc
-        self._seg = _Open(index, part, final, f, c, vs, aus)
+        self._seg = _Open(index, part, final, f, c, vs, aus, sync_every=f.sync_every_frames(self.fmt.fps))
 
     def _close_current(self, final: bool) -> SegmentInfo:
         seg = self._seg
@@ -364,8 +371,9 @@ class Segmenter:
     def write(self, kind: str, pkt: av.Packet[Any]) -> None:
         """Accept a video ('v', PTS in 1/90000) or audio ('a', PTS in samples) packet."""
         index = self._segment_of(kind, pkt)
-        assert self._seg is not None   # open from __init__ until finish() or abort()
-        if index > self._seg.index:
+        seg = self._seg
+        assert seg is not None   # open from __init__ until finish() or abort()
+        if index > seg.index:
             self._pending.append((kind, pkt))
             self._ahead.add(kind)
             if self._ahead == {"v", "a"}:
@@ -385,31 +393,43 @@ class Segmenter:
 
     def _mux(self, kind: str, pkt: av.Packet[Any]) -> None:
         seg = self._seg
-        assert seg is not None and pkt.pts is not None and pkt.dts is not None   # see write()
+        # each PyAV property read converts afresh: read the timestamps once
+        pts, dts = pkt.pts, pkt.dts
+        assert seg is not None and pts is not None and dts is not None   # see write()
         if kind == "v":
-            if seg.first_pts is None and not pkt.is_keyframe:
-                raise RuntimeError(f"segment {seg.index} would not start on a keyframe")
-            sync = pkt.is_keyframe and seg.first_pts is not None
+            key = pkt.is_keyframe
+            if seg.first_pts is None:
+                if not key:
+                    raise RuntimeError(f"segment {seg.index} would not start on a keyframe")
+                sync = False
+            else:
+                every = seg.sync_every
+                sync = key or (every > 0 and seg.frames % every == 0)
             origin = TS_ORIGIN_S * 90000
-            pts = pkt.pts + origin
-            seg.first_pts = pts if seg.first_pts is None else seg.first_pts
+            pts += origin
+            if seg.first_pts is None:
+                seg.first_pts = pts
             seg.last_pts = pts if seg.last_pts is None else max(seg.last_pts, pts)
             seg.frames += 1
-            pkt.pts, pkt.dts = pts, pkt.dts + origin
+            pkt.pts, pkt.dts = pts, dts + origin
             pkt.stream = seg.vstream
         else:
-            assert pkt.duration is not None   # the AAC encoder gives every packet its length
+            duration = pkt.duration
+            assert duration is not None   # the AAC encoder gives every packet its length
             if seg.first_sample is None:
-                seg.first_sample = max(pkt.pts, 0)
-            seg.end_sample = max(seg.end_sample, pkt.pts + pkt.duration)
-            origin = TS_ORIGIN_S * self.fmt.sample_rate
-            pkt.pts, pkt.dts = pkt.pts + origin, pkt.dts + origin
+                seg.first_sample = max(pts, 0)
+            end = pts + duration
+            if end > seg.end_sample:
+                seg.end_sample = end
+            origin = self._audio_origin
+            pkt.pts, pkt.dts = pts + origin, dts + origin
             pkt.stream = seg.astream
             sync = False
         try:
             c = seg.container
             if sync:
-                # Once per GOP the last second is made durable. The muxer's buffer is flushed
+                # At each sync point (every keyframe; an encrypted file also asks for some
+                # between them) what came before is made durable. The muxer's buffer is flushed
                 # after every packet it writes from this keyframe to the next video frame (it
                 # may hold the keyframe back to interleave it with sound); then everything it
                 # has written is in the file, and the closer syncs it.

@@ -375,8 +375,8 @@ class _Walker:
                 if rel == JOURNAL_NAME or (rel in self.attested
                                            and (self.selection is None or rel in self.selection)):
                     continue
-                if self.allow_open_parts and (rel.endswith(".ts.part") or rel.endswith(".ts.sync")):
-                    continue    # a segment being written (and an encrypted one's sync index)
+                if self.allow_open_parts and rel.endswith((".ts.part", ".ts.sync", ".aac.age.sync")):
+                    continue    # a segment being written, an encrypted segment's or note's sync index
                 if rel in self.attested:
                     raise SegmentExtra("attested, but not in the selection of files checked", file=rel)
                 raise SegmentExtra("no record attests this file", file=rel)
@@ -399,8 +399,10 @@ def verify_directory(root: Path | str, public_key_pem: bytes, *, allow_open_part
     read from these very files on disk (same inode, size and mtime); such a file is not read
     again. Every other check is the same; without it every attested file is read and hashed.
 
-    ``allow_open_parts`` tolerates NAME.ts.part files being written (device self-check
-    during a recording); the dock station leaves it False. Raises identity.BadPublicKey for a
+    ``allow_open_parts`` tolerates NAME.ts.part files being written and the sync indexes
+    of encrypted segments and voice notes (``NAME.ts.sync``, ``NOTE.aac.age.sync``, removed
+    once their file is sealed) (device self-check during a recording); the dock station
+    leaves it False. Raises identity.BadPublicKey for a
     key that is not Ed25519 PEM (that is a usage error, not a verdict).
 
     ``selection`` (the selected-files check of an export package, docs/evidence-format.md):

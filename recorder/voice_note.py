@@ -11,12 +11,22 @@ the note by ``note_id``.
 A power cut between writing the file and journaling it leaves a file no
 record attests; :func:`seal_orphans` (run at start) journals such files as
 recovered notes instead of leaving the directory unverifiable.
+
+An encrypted note (``NOTE.aac.age``) is opaque to the device once written, so before the
+note file, a sync index ``NOTE.aac.age.sync`` is made durable beside it, in the segments'
+format (recorder/encrypt.py): the record's facts (id, length, times, link) and, for each
+whole chunk and for the whole file, the ciphertext and plaintext length and SHA-256. An
+orphan is then journaled with its plaintext facts like a cut segment (recorder/salvage.py,
+:func:`~recorder.salvage.salvage_encrypted_note`): whole if the file matches the complete
+entry, else cut to the last whole chunk the file bears out. The station checks and plays
+it like any encrypted note. The index is removed once the record is written.
 """
 from __future__ import annotations
 
 import fractions
 import hashlib
 import io
+import json
 import logging
 import os
 from collections.abc import Sequence
@@ -27,9 +37,12 @@ import av
 import numpy as np
 
 from common.clock import TimeSample
+from common.crashpoints import crashpoint
 from recorder import age, records
+from recorder.encrypt import SYNC_SUFFIX
 from recorder.journal import Journal, fsync_dir, iter_records
 from recorder.records import Record
+from recorder.salvage import CUT_INFIX, salvage_encrypted_note
 from recorder.store import EvidenceStore
 
 log = logging.getLogger(__name__)
@@ -79,6 +92,25 @@ def _write_sealed(store: EvidenceStore, path: Path, data: bytes) -> None:
     fsync_dir(path.parent)
 
 
+def _index_lines(head: dict[str, Any], plain: bytes, cipher: bytes) -> str:
+    """A note's sync index (recorder.encrypt's format): the head, one entry per whole chunk
+    (as a power cut can leave them) and one for the complete file."""
+    start = age.payload_start(cipher)
+    stored, plain_sha = hashlib.sha256(cipher[:start]), hashlib.sha256()
+    lines = [json.dumps(head, sort_keys=True)]
+    n = max(1, -(-len(plain) // age.CHUNK))
+    for k in range(n):
+        stored.update(cipher[start + k * (age.CHUNK + age.TAG):start + (k + 1) * (age.CHUNK + age.TAG)])
+        plain_sha.update(plain[k * age.CHUNK:(k + 1) * age.CHUNK])
+        last = k == n - 1
+        lines.append(json.dumps({
+            "chunks": k + 1, "complete": last,
+            "stored_size": len(cipher) if last else start + (k + 1) * (age.CHUNK + age.TAG),
+            "stored_sha256": stored.hexdigest(), "plain_size": min(len(plain), (k + 1) * age.CHUNK),
+            "plain_sha256": plain_sha.hexdigest()}, sort_keys=True))
+    return "\n".join(lines) + "\n"
+
+
 class VoiceNoteWriter:
     def __init__(self, store: EvidenceStore, journal: Journal, sample_rate: int,
                  bitrate_kbps: int = 64, recipients: Sequence[str] = ()) -> None:
@@ -94,35 +126,52 @@ class VoiceNoteWriter:
         if not records.safe_relpath(note_id) or "/" in note_id:
             raise VoiceNoteError(f"bad note id {note_id!r}")
         data = encode_aac(samples, self.rate, self.bitrate)
-        encryption: dict[str, Any] = {}
-        if self.recipients:
-            encryption = {"format": age.FORMAT, "recipients": list(self.recipients), "complete": True,
-                          "plaintext_sha256": hashlib.sha256(data).hexdigest(),
-                          "plaintext_size": len(data)}
-            data = age.encrypt(data, self.recipients)
-        path = self.store.root / NOTES_DIR / f"{note_id}{SUFFIX}{ENCRYPTED_SUFFIX if encryption else ''}"
-        try:
-            _write_sealed(self.store, path, data)
-        except OSError as exc:
-            raise VoiceNoteError(f"cannot store voice note {note_id}: {exc}") from exc
-        rel = self.store.relpath(path)
-        digest = hashlib.sha256(data).hexdigest()
-        payload = {
+        facts: dict[str, Any] = {
             "note_id": note_id, "samples": int(len(samples)), "sample_rate": self.rate,
             "duration_ms": int(len(samples) * 1000 // self.rate), "codec": "aac-adts",
             "start": records.time_sample_payload(start), "end": records.time_sample_payload(end),
-            "link": link or {},
-            "attachments": [records.file_attestation(rel, digest, len(data), VOICE_NOTE)],
-        }
+            "link": link or {}}
+        encryption: dict[str, Any] = {}
+        index: Path | None = None
+        path = self.store.root / NOTES_DIR / f"{note_id}{SUFFIX}{ENCRYPTED_SUFFIX if self.recipients else ''}"
+        try:
+            if self.recipients:
+                plain = data
+                data = age.encrypt(plain, self.recipients)
+                encryption = {"format": age.FORMAT, "recipients": list(self.recipients), "complete": True,
+                              "chunks": max(1, -(-len(plain) // age.CHUNK)),
+                              "plaintext_sha256": hashlib.sha256(plain).hexdigest(),
+                              "plaintext_size": len(plain)}
+                index = path.with_name(path.name + SYNC_SUFFIX)
+                head = {"format": age.FORMAT, "recipients": list(self.recipients), "note": facts}
+                _write_sealed(self.store, index, _index_lines(head, plain, data).encode("ascii"))
+            _write_sealed(self.store, path, data)
+        except OSError as exc:
+            raise VoiceNoteError(f"cannot store voice note {note_id}: {exc}") from exc
+        crashpoint("voice-note-before-record")
+        rel = self.store.relpath(path)
+        digest = hashlib.sha256(data).hexdigest()
+        payload = {**facts, "attachments": [records.file_attestation(rel, digest, len(data), VOICE_NOTE)]}
         if encryption:
             payload["encryption"] = encryption
         rec = self.journal.append(VOICE_NOTE, payload)
+        if index is not None:
+            _drop(index)     # not evidence: its facts are in the record now
         log.info("voice note %s sealed (%d ms, record %d)", note_id, payload["duration_ms"], rec.seq)
         return rec
 
 
+def _drop(index: Path) -> None:
+    try:
+        os.unlink(index)
+        fsync_dir(index.parent)
+    except FileNotFoundError:
+        pass
+
+
 def seal_orphans(store: EvidenceStore, journal: Journal) -> list[Record]:
-    """Attest note files that a power cut left without their record."""
+    """Attest note files that a power cut left without their record; an encrypted one with
+    the plaintext facts of its sync index (see the module doc)."""
     notes = store.root / NOTES_DIR
     if not notes.is_dir():
         return []
@@ -130,13 +179,30 @@ def seal_orphans(store: EvidenceStore, journal: Journal) -> list[Record]:
     out = []
     for p in sorted(notes.iterdir()):
         rel = store.relpath(p)
-        if not p.is_file() or rel in attested:
+        if not p.is_file() or p.is_symlink() or rel in attested or p.name.endswith(SYNC_SUFFIX):
             continue
-        data = p.read_bytes()
-        rec = journal.append(VOICE_NOTE, {
-            "note_id": p.name.removesuffix(ENCRYPTED_SUFFIX).removesuffix(SUFFIX), "recovered": True, "link": {},
-            "attachments": [records.file_attestation(rel, hashlib.sha256(data).hexdigest(), len(data),
-                                                     VOICE_NOTE)]})
-        log.warning("voice note %s had no record (power cut?): attested as recovered", rel)
+        if CUT_INFIX in p.name and p.name.split(CUT_INFIX)[0] in {q.name for q in notes.iterdir()}:
+            continue     # the cut-off tail of a note below: attested with it
+        note_id = p.name.removesuffix(ENCRYPTED_SUFFIX).removesuffix(SUFFIX)
+        index = p.with_name(p.name + SYNC_SUFFIX)
+        found = salvage_encrypted_note(p, store.root, attested) if index.exists() else None
+        if found is not None:
+            payload = {"note_id": note_id, "link": {}, **found, "recovered": True}
+        else:
+            data = p.read_bytes()
+            payload = {"note_id": note_id, "recovered": True, "link": {},
+                       "attachments": [records.file_attestation(rel, hashlib.sha256(data).hexdigest(),
+                                                                len(data), VOICE_NOTE)]}
+        rec = journal.append(VOICE_NOTE, payload)
+        attested.update(a["path"] for a in payload["attachments"])
+        log.warning("voice note %s had no record (power cut?): attested as recovered%s", rel,
+                    " with its plaintext facts" if found else "")
         out.append(rec)
+    for index in sorted(notes.glob("*" + SYNC_SUFFIX)):
+        note = index.with_name(index.name.removesuffix(SYNC_SUFFIX))
+        if not index.is_symlink() and (store.relpath(note) in attested or not note.exists()):
+            if not note.exists():
+                log.warning("voice note %s never reached storage (power cut while it was written)",
+                            note.name)
+            _drop(index)
     return out

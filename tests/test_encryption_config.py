@@ -64,7 +64,7 @@ def test_self_check_item_passes_with_a_key_and_warns_without(tmp_path):
     install_recipients(tmp_path / "recipients.txt", [RECIPIENT])
     item = run_self_check(Probes(encryption=config.encryption_probe(c)), SelfCheckThresholds(),
                           4_000_000).item("encryption")
-    assert item.status is Status.PASS and item.measured == {"recipients": 1}
+    assert item.status is Status.PASS and item.measured == {"recipients": 1, "swaps": []}
     # a key removed after start is noticed at the next check (read afresh each time)
     (tmp_path / "recipients.txt").unlink()
     c["encryption"]["mode"] = "required"
@@ -119,7 +119,7 @@ def test_the_service_encrypts_its_voice_notes_and_self_checks_the_key(tmp_path):
         assert service.notes.recipients == (RECIPIENT,)
         assert service.pipeline.s.recipients == (RECIPIENT,)
         item = service.self_check().item("encryption")
-        assert item.status is Status.PASS and item.measured == {"recipients": 1}
+        assert item.status is Status.PASS and item.measured == {"recipients": 1, "swaps": []}
         (tmp_path / "recipients.txt").unlink()
         after = service.self_check()
         assert after.item("encryption").status is Status.FAIL and "missing" in after.item("encryption").detail

@@ -8,6 +8,7 @@ a wrong key, an unsafe key file and a rotated key are tried; a playable MP4 is m
 encrypted originals.
 """
 import hashlib
+import io
 import json
 import shutil
 import subprocess
@@ -213,3 +214,67 @@ def test_export_makes_a_playable_copy_of_encrypted_originals_with_the_stations_k
         q["video_frames"] for q in w.payloads.values())
     original = copy / "devices" / w.rec.device_id / "evidence" / w.segs[0].path
     assert original.read_bytes().startswith(b"age-encryption.org/v1\n")
+
+
+class _PowerCut(Exception):
+    """The power goes at the crash point: the note's file is on disk, its record is not."""
+
+
+def test_an_orphaned_encrypted_voice_note_is_checked_and_played_after_docking(sqlite_station_world,  # noqa: F811
+                                                                                 tmp_path, monkeypatch):
+    """A device loses power after writing an encrypted voice note and before journaling it; at
+    the restart seal_orphans journals it with the plaintext facts and link of its sync index, so
+    after docking the station finds it with its recording, checks it against the journal's
+    plaintext SHA-256 and plays it (web.voice_notes, what /recordings/ID/notes/VN.aac serves)."""
+    import av
+    import numpy as np
+
+    import recorder.voice_note as vn
+    from common.clock import TimeQuality, TimeSample
+    from station.web import voice_notes
+    w = sqlite_station_world
+    key, recipient = make_key(tmp_path / "agency")
+    rate = 16000
+    pcm = (np.sin(2 * np.pi * 440 * np.arange(rate) / rate) * 8000).astype(np.int16)
+
+    def crash_at(name, before=None):
+        if name == "voice-note-before-record":
+            raise _PowerCut
+
+    def extra(dev):
+        p = sim_pipeline(dev.root, segment_seconds=1, recipients=(recipient,))
+        p.sink, p.on_event = dev.sealer, dev.journal.append
+        [result] = p.run(2)
+        t = TimeSample(10**9, 1_790_000_000 * 10**9, TimeQuality.NTP)
+        monkeypatch.setattr(vn, "crashpoint", crash_at)
+        with pytest.raises(_PowerCut):
+            vn.VoiceNoteWriter(dev.store, dev.journal, rate, recipients=(recipient,)).seal(
+                "VN-1", pcm, t, t, {"recording_id": result.recording_id, "answers": "interruption"})
+        monkeypatch.undo()
+        assert not any(r.type == "voice-note" for r in iter_records(dev.journal.path))
+        [rec] = vn.seal_orphans(dev.store, dev.journal)           # the restart
+        assert rec.payload["recovered"] and rec.payload["encryption"]["complete"]
+
+    w.record("dev", {}, extra=extra)
+    w.dock_device("dev")
+    st = w.st
+    _install_station_key(st, key)
+    with st.db.session() as s:
+        rec = s.scalars(select(m.Recording)).one()
+        stops = voice_notes.stops_near(s, rec)
+    [note] = voice_notes.notes_of(st, rec, stops)            # found with its recording (the link)
+    assert note.note_id == "VN-1" and note.path == "notes/VN-1.aac.age" and note.duration_ms == 1000
+    mirror = st.store / "devices" / rec.device_id / "mirror"
+    [payload] = [r.payload for r in iter_records(mirror / "journal.log") if r.type == "voice-note"]
+    plain = voice_notes.note_bytes(st, w.user("wang"), rec, note)
+    assert hashlib.sha256(plain).hexdigest() == payload["encryption"]["plaintext_sha256"]
+    samples = 0
+    with av.open(io.BytesIO(plain), format="adts") as c:   # it plays
+        for packet in c.demux():
+            samples += sum(f.samples for f in packet.decode())
+    assert abs(samples - rate) <= 2048
+    # another agency's key does not open it
+    other, _ = make_key(tmp_path / "other")
+    _install_station_key(st, other)
+    with pytest.raises(keyring.KeyUnavailable):
+        voice_notes.note_bytes(st, w.user("wang"), rec, note)

@@ -165,3 +165,46 @@ def test_rms_dbfs_of_real_pcm():
 def test_bad_thresholds(bad, match):
     with pytest.raises(ValueError, match=match):
         SelfCheckThresholds.from_mapping(bad)
+
+
+# ---- swap with encryption on (docs/encryption.md: nothing in clear on storage) -------------
+PROC_SWAPS = ("Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n"
+              "/var/swap                               file\t\t102396\t\t0\t\t-2\n"
+              "/dev/zram0                              partition\t511996\t\t1024\t\t100\n")
+
+
+def test_active_swaps_reads_the_kernels_list(tmp_path):
+    from firmware.selfcheck import active_swaps
+    swaps = tmp_path / "swaps"
+    swaps.write_text(PROC_SWAPS)
+    assert active_swaps(str(swaps)) == ["/var/swap", "/dev/zram0"]
+    swaps.write_text(PROC_SWAPS.splitlines(keepends=True)[0])          # header only: no swap
+    assert active_swaps(str(swaps)) == []
+    assert active_swaps(str(tmp_path / "no-procfs")) == []
+
+
+def test_encryption_on_with_swap_active_warns(tmp_path, monkeypatch):
+    swaps = tmp_path / "swaps"
+    swaps.write_text(PROC_SWAPS)
+    monkeypatch.setenv("BODYCAM_PROC_SWAPS", str(swaps))     # the kernel's list, as the device reads it
+    result = run_self_check(good(encryption=lambda: ("auto", 1)), T, BITRATE)
+    item = result.item("encryption")
+    assert item.status is Status.WARN and result.go
+    assert "swap is active (/var/swap, /dev/zram0)" in item.detail
+    assert item.measured == {"recipients": 1, "swaps": ["/var/swap", "/dev/zram0"]}
+    swaps.write_text(PROC_SWAPS.splitlines(keepends=True)[0])
+    item = run_self_check(good(encryption=lambda: ("auto", 1)), T, BITRATE).item("encryption")
+    assert item.status is Status.PASS and item.detail == "on: 1 recipient key(s), no swap"
+
+
+def test_swap_does_not_matter_with_encryption_off():
+    item = run_self_check(good(encryption=lambda: ("off", 0), swaps=lambda: ["/var/swap"]), T,
+                          BITRATE).item("encryption")
+    assert item.status is Status.WARN and "off by configuration" in item.detail and "swaps" not in item.measured
+
+
+@pytest.mark.parametrize("answer", [None, "/var/swap", [1]])
+def test_an_unusable_swaps_answer_fails(answer):
+    item = run_self_check(good(encryption=lambda: ("auto", 1), swaps=lambda: answer), T,
+                          BITRATE).item("encryption")
+    assert item.status is Status.FAIL and "swaps probe" in item.detail

@@ -113,7 +113,7 @@ def segment_plaintext(st: Station, username: str, rec: m.Recording, seg: Segment
                        reason=f"segment {seg.index} does not decrypt to what the device attested",
                        during=during, segment=seg.index, path=str(seg.path), error=str(exc)[:500])
         raise EvidenceDamaged(f"{exc}: {during} refused, an integrity alert is in the audit journal") from None
-    return opening.playable_ts(plain) if not (enc or {}).get("complete", True) else plain
+    return opening.playable_ts(plain, enc) if not (enc or {}).get("complete", True) else plain
 
 
 @dataclass(frozen=True)

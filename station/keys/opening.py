@@ -78,7 +78,12 @@ def plaintext(data: bytes, keys: Keyring, enc: dict[str, Any] | None, what: str)
     return plain
 
 
-def playable_ts(plain: bytes) -> bytes:
-    """A salvaged segment's plaintext ends where its last whole chunk ended, perhaps inside
-    a TS packet (null padding): whole packets only, for players."""
+def playable_ts(plain: bytes, enc: dict[str, Any] | None = None) -> bytes:
+    """A salvaged segment's plaintext ends where its last whole chunk ended, perhaps inside a
+    PES packet or a TS packet: for players, up to where its last whole PES ends (the device's
+    ``encryption.media_size``, docs/evidence-format.md) or, in records without it, whole TS
+    packets only. The attested plaintext (its hash) is the whole; this is only what is shown."""
+    media = (enc or {}).get("media_size")
+    if isinstance(media, int) and not isinstance(media, bool) and 0 <= media <= len(plain):
+        return plain[:media]
     return plain[:len(plain) // TS_PACKET * TS_PACKET]
