@@ -10,6 +10,8 @@ of other bytes is refused and raises an ``integrity-alert``).
 
 Each sync, in this order:
 
+0. dockings spooled while the shared catalogue was unreachable are replayed into it, in order
+   (station.dock.spool); with the catalogue still away the run ends there (exit 7);
 1. every attested file of each device mirror not yet pushed, with COMPLIANCE retention until
    its recording's retention end and a legal hold while the recording is held (S6) or linked
    to an open case (its end is then unknown); then the device journal as of that docking
@@ -44,6 +46,7 @@ from recorder.records import MalformedLine
 from station.app import Station
 from station.clock import NS_PER_DAY
 from station.db import models as m
+from station.dock import spool
 from station.storage import EvidenceStore, IntegrityConflict, StoreRefused, StoreUnavailable, open_store
 
 log = logging.getLogger(__name__)
@@ -67,6 +70,7 @@ class SyncReport:
     refused: list[dict[str, Any]] = field(default_factory=list)     # deletes the store refused
     conflicts: list[dict[str, Any]] = field(default_factory=list)   # other bytes under the key
     unavailable: str | None = None
+    spool: dict[str, Any] = field(default_factory=dict)   # dockings spooled while the catalogue was away
 
     @property
     def ok(self) -> bool:
@@ -76,7 +80,7 @@ class SyncReport:
         return {"store": self.store, "pushed": self.pushed, "already": self.already, "bytes": self.bytes,
                 "audit_lines": self.audit_lines, "extended": self.extended, "holds_changed": self.holds_changed,
                 "deleted": self.deleted, "refused": self.refused, "conflicts": self.conflicts,
-                "unavailable": self.unavailable, "ok": self.ok}
+                "unavailable": self.unavailable, "spool": self.spool, "ok": self.ok}
 
 
 def file_key(device_id: str, path: str) -> str:
@@ -299,11 +303,27 @@ def _reconcile(st: Station, store: EvidenceStore, report: SyncReport) -> None:
                     row.retain_until_ns, row.legal_hold = until, hold
 
 
+def replay_spool(st: Station) -> tuple[dict[str, Any], str | None]:
+    """Step 0: dockings spooled while the catalogue was unreachable go into it first, in order
+    (station.dock.spool). Returns the replay's figures and why the catalogue is unavailable."""
+    from station.dock.offline import unreachable
+    try:
+        return spool.replay(st).to_dict(), None
+    except Exception as exc:
+        if not unreachable(exc, st.db):
+            raise
+        log.warning("the catalogue cannot be reached: the spool waits (%s)", exc)
+        return {"waiting": len(spool.waiting(st.store))}, f"the catalogue cannot be reached: {exc}"
+
+
 def sync(st: Station, store: EvidenceStore | None = None) -> SyncReport:
     """One sync run (see the module docstring). Raises nothing for a store that is down:
     ``report.unavailable`` says why and the next run continues where this one stopped."""
     store = store or open_store(st.cfg)
     report = SyncReport(store.describe())
+    report.spool, report.unavailable = replay_spool(st)
+    if report.unavailable is not None:
+        return report
     with _sync_lock(st):
         try:
             store.check()
@@ -356,3 +376,21 @@ def verify_from_store(st: Station, store: EvidenceStore, recording: int, workdir
         dest.write_bytes(store.read(key))
         selection.append(rel)
     return verify_directory(workdir, pem, selection=selection)
+
+
+def after_docking(st: Station) -> SyncReport | None:
+    """The sync a docking triggers once its receipt is out (``station dock``): only with an agency
+    store configured; never raises — whatever it could not push waits for the next sync (the
+    timer), and a failure is logged, not the docking's."""
+    if st.cfg.agency.kind != "s3":
+        return None
+    try:
+        report = sync(st)
+    except Exception as exc:
+        log.error("the sync after the docking failed (%s: %s); the timer's sync catches up",
+                  type(exc).__name__, exc)
+        return None
+    if not report.ok:
+        log.error("the sync after the docking did not finish (%s); the timer's sync catches up",
+                  report.unavailable or f"{len(report.conflicts)} integrity conflict(s)")
+    return report

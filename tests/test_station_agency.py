@@ -7,24 +7,32 @@ from __future__ import annotations
 
 import json
 import re
+import signal
+import subprocess
+import sys
 import threading
 import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import select
+from sqlalchemy import func, select
 
+from recorder.identity import device_id_for_pem
 from station import config as station_config
 from station.access.requests import approve, request_access
 from station.app import Station
+from station.audit.integrity import verify_station
 from station.casework.cases import close_case, open_case
 from station.casework.labels import LabelInput, label_recording
 from station.clock import NS_PER_DAY, NS_PER_HOUR
 from station.db import models as m
+from station.dock import offline, spool
+from station.dock.ingest import Docking
 from station.keeping import holds
 from station.recordings import find_recording
 from station.storage import StoreRefused, open_store
 from station.sync import file_key, sync, verify_from_store
+from tests.pg import PgCluster
 from tests.seaweed import BUCKET, s3_client, weed_server  # noqa: F401
 from tests.station_fixture import StationWorld, make_station_world, sqlite_station_world  # noqa: F401
 
@@ -280,6 +288,265 @@ def _second_station(base: Path, url: str, first: StationWorld) -> StationWorld:
     dock.config_path = path
     st = Station.open(station_config.load(path), first.clock)
     return StationWorld(dock, path, "postgresql", first.clock, st)
+
+
+# ---- the shared catalogue away: dockings spooled, receipted, replayed once and in order ---------------------
+def _dock_any(w: StationWorld, name: str, recordings: dict[str, int] | None = None):
+    """Dock ``name`` as `station dock` does: the station is opened even with the catalogue away."""
+    if recordings is not None:
+        w.record(name, recordings)
+    dev = w.devices[name]
+    cert = w.dock.base / f"{name}-cert.pem"
+    if not cert.exists():
+        cert = w.dock.device_cert(dev.pem, name)
+    link = w.dock.start_link(dev, cert_file=str(cert), crl_file=str(w.dock.base / f"{name}-crl.pem"))
+    try:
+        cfg = station_config.load(w.config_path, device_address="127.0.0.1", port=link.address[1])
+        st = offline.open_station(cfg, w.clock)
+        try:
+            return Docking(st, progress=False).run()
+        finally:
+            st.close()
+    finally:
+        link.stop()
+
+
+def _on_device(dev) -> set[str]:
+    return {p.relative_to(dev.root).as_posix() for p in dev.root.rglob("*.ts")}
+
+
+def test_with_the_catalogue_away_dockings_are_spooled_then_replayed_once_in_order(weed_server, tmp_path,
+                                                                                  monkeypatch):
+    cluster = PgCluster()          # its own server: this test stops it
+    try:
+        w = make_station_world(tmp_path / "s1", cluster.create_database(), "postgresql")
+        join_agency(w, weed_server)
+        for name in ("a", "b"):                     # both known here while the catalogue answered
+            first = _dock_any(w, name, {"r1": 1})
+            assert first.status == "ok", first.detail
+        w.record("never", {"r1": 1})                 # registered, never docked at this station
+        a_id, b_id = (device_id_for_pem(w.devices[n].pem) for n in ("a", "b"))
+        w.record("a", {"r2": 2})
+        w.record("b", {"r3": 1})
+        w.st.close()
+        # "fast", not "immediate": this throwaway cluster runs synchronous_commit=off (tests/pg.py), so an
+        # immediate stop may lose the last commits, which no production server would
+        cluster.stop("fast")
+        try:
+            a1 = _dock_any(w, "a")
+            w.record("a", {"r4": 1})
+            a2 = _dock_any(w, "a")                   # twice: its anchor is the mirror's head, not the catalogue's
+            b1 = _dock_any(w, "b")
+            for rep in (a1, a2, b1):                 # verified, kept, spooled, receipted: the devices purged
+                assert (rep.status, rep.docking_id, rep.receipt_refused) == ("ok", 0, None), rep.detail
+                assert len(rep.spooled) == 3 and rep.purged
+            assert a2.head[0] > a1.head[0] and _on_device(w.devices["a"]) == _on_device(w.devices["b"]) == set()
+            with pytest.raises(offline.CatalogueUnreachable, match="never docked at this station"):
+                _dock_any(w, "never")               # its key is not known here: refused, nothing read
+            assert _on_device(w.devices["never"])
+            # what a clerk sees without the catalogue; sync says it is unavailable
+            r = w.cli("spool", "--json")
+            assert r.returncode == 0, r.stderr
+            assert [(x["kind"], x["device"], x["ended"]) for x in json.loads(r.stdout)["waiting"]] == [
+                ("ingest", a_id, True), ("ingest", a_id, True), ("ingest", b_id, True)]
+            assert "等待补录进目录的离线入库 3 条" in w.cli("spool").stdout
+            r = w.cli("sync", "--json")
+            assert r.returncode == 7, r.stderr
+        finally:
+            cluster.start()
+        # the replay killed (-9) right after its first docking committed, before it marked it done
+        env = {**w.env(), "BODYCAM_CRASHPOINT": "spool-replayed:1"}
+        r = subprocess.run([sys.executable, "-m", "station", "sync", "--json"], env=env, capture_output=True,
+                           text=True, timeout=300)
+        assert r.returncode == -signal.SIGKILL, r.stderr
+        st = w.reopen()
+        with st.db.session() as s:
+            assert s.scalar(select(func.count()).where(m.Docking.spool_ref.is_not(None))) == 1
+        r = w.cli("sync", "--json", timeout=300)
+        assert r.returncode == 0, r.stderr
+        out = json.loads(r.stdout)
+        assert out["spool"] == {"replayed": 2, "already": 1, "waiting": 0, "blocked": None} and out["ok"]
+        assert out["pushed"] > 0                     # then the normal push to the agency store
+        st = w.reopen()
+        with st.db.session() as s:
+            docks = [(d.device_id, d.status, d.spool_ref is not None, d.head_seq)
+                     for d in s.scalars(select(m.Docking).order_by(m.Docking.id))]
+            recs = sorted((r.device_id, r.recording_id, r.segments) for r in s.scalars(select(m.Recording)))
+            receipts = {d.id: n for d, n in s.execute(
+                select(m.Docking, func.count(m.Receipt.id)).join(m.Receipt, m.Receipt.docking_id == m.Docking.id)
+                .group_by(m.Docking.id))}
+            replayed = [e.line for e in s.scalars(select(m.AuditEntry).where(m.AuditEntry.type == "ingest"))
+                        if '"spooled"' in e.line]
+        # in order, once each: the spooled dockings after the online ones, a's two in journal order
+        assert [d[:3] for d in docks] == [(a_id, "ok", False), (b_id, "ok", False), (a_id, "ok", True),
+                                          (a_id, "ok", True), (b_id, "ok", True)]
+        assert docks[2][3] == a1.head[0] and docks[3][3] == a2.head[0] and docks[4][3] == b1.head[0]
+        assert recs == sorted([(a_id, "r1", 1), (a_id, "r2", 2), (a_id, "r4", 1), (b_id, "r1", 1), (b_id, "r3", 1)])
+        assert len(receipts) == 5 and len(replayed) == 3
+        report = verify_station(st, files=True)
+        assert report.ok, report.to_dict()
+        assert spool.waiting(st.store) == [] and "没有等待补录的离线入库" in w.cli("spool").stdout
+        _all_verify(st, tmp_path)                    # and every recording verifies from the agency store
+        again = sync(st)
+        assert again.spool == {"replayed": 0, "already": 0, "waiting": 0, "blocked": None} and again.pushed == 0
+        # the catalogue back: the next docking is an ordinary one, anchored on the replayed head
+        nxt = _dock_any(w, "a", {"r5": 1})
+        assert nxt.status == "ok" and nxt.docking_id > 0 and not nxt.spooled
+        # the catalogue lost in the middle of a docking (checked in, files verified and kept): it goes on,
+        # spooled and receipted; the replay closes the half-written ledger row as interrupted
+        real_commit = Docking._commit
+
+        def commit_then_lose_the_catalogue(cand, mirror, partial):
+            real_commit(cand, mirror, partial)
+            cluster.stop("fast")
+        monkeypatch.setattr(Docking, "_commit", staticmethod(commit_then_lose_the_catalogue))
+        try:
+            mid = _dock_any(w, "b", {"r6": 1})
+        finally:
+            monkeypatch.undo()
+            cluster.start()
+        assert (mid.status, mid.receipt_refused) == ("ok", None) and mid.docking_id > 0 and mid.spooled, mid.detail
+        assert mid.purged and not _on_device(w.devices["b"])
+        st = w.reopen()
+        assert sync(st).spool == {"replayed": 1, "already": 0, "waiting": 0, "blocked": None}
+        with st.db.session() as s:
+            last = [(d.id, d.status, d.spool_ref is not None) for d in s.scalars(
+                select(m.Docking).where(m.Docking.device_id == b_id).order_by(m.Docking.id))][-2:]
+            assert s.scalar(select(func.count()).select_from(m.Recording).where(m.Recording.recording_id == "r6")) == 1
+        assert [x[1:] for x in last] == [("interrupted", False), ("ok", True)] and last[0][0] == mid.docking_id
+        assert verify_station(st, files=True).ok
+        w.st.close()
+    finally:
+        cluster.destroy()
+
+
+def test_a_docking_killed_between_its_spool_record_and_its_receipt_loses_nothing(weed_server, tmp_path):
+    cluster = PgCluster()
+    try:
+        w = make_station_world(tmp_path / "s1", cluster.create_database(), "postgresql")
+        join_agency(w, weed_server)
+        assert _dock_any(w, "a", {"r1": 1}).status == "ok"
+        a_id = device_id_for_pem(w.devices["a"].pem)
+        # r1 purged (S11) after a's last docking here: its cached tombstones do not know it yet
+        w.clock.advance(2 * 365 * NS_PER_DAY)
+        from station.keeping import purge
+        r1 = next(iter(_recordings(w.st).values()))
+        assert [o.recording for o in purge.purge(w.st, w.user("admin"), [str(r1.id)], reason="保存期限届满")] == [r1.id]
+        w.record("a", {"r2": 1})
+        w.st.close()
+        cluster.stop("fast")
+        try:
+            dev = w.devices["a"]
+            link = w.dock.start_link(dev, cert_file=str(w.dock.base / "a-cert.pem"),
+                                     crl_file=str(w.dock.base / "a-crl.pem"))
+            try:
+                env = {**w.env(), "BODYCAM_CRASHPOINT": "dock-spooled:1"}
+                r = subprocess.run([sys.executable, "-m", "station", "dock", "--device-address", "127.0.0.1",
+                                    "--port", str(link.address[1])], env=env, capture_output=True, text=True,
+                                   timeout=300)
+            finally:
+                link.stop()
+            assert r.returncode == -signal.SIGKILL, r.stderr
+            assert _on_device(dev)                     # spooled, but no receipt: the device purged nothing
+            again = _dock_any(w, "a")                   # the next docking, still without the catalogue
+            # r1, purged here after a's last online docking, is not asked for again nor missed: the offline
+            # anchor (the mirror's head) is past it
+            assert again.status == "ok" and again.spooled and again.purged and not _on_device(dev)
+            # `station dock` says so, exits 0 (the device has its receipt) and leaves the sync for later
+            w.record("a", {"r3": 1})
+            link = w.dock.start_link(dev, cert_file=str(w.dock.base / "a-cert.pem"),
+                                     crl_file=str(w.dock.base / "a-crl.pem"))
+            try:
+                r = w.cli("dock", "--device-address", "127.0.0.1", "--port", str(link.address[1]), timeout=300)
+            finally:
+                link.stop()
+            assert r.returncode == 0, r.stderr
+            out = json.loads(r.stdout)
+            assert out["status"] == "ok" and out["docking"] == 0 and out["spooled"] and out["purged"] == 1
+            assert "目录数据库不可用" in r.stderr and "synced" not in r.stderr
+        finally:
+            cluster.start()
+        st = w.reopen()
+        rep = sync(st)
+        assert rep.ok and rep.spool == {"replayed": 3, "already": 0, "waiting": 0, "blocked": None}, rep.to_dict()
+        with st.db.session() as s:
+            docks = [(d.status, d.spool_ref is not None, d.detail) for d in s.scalars(
+                select(m.Docking).order_by(m.Docking.id))]
+            recs = sorted((r.device_id, r.recording_id, r.status) for r in s.scalars(select(m.Recording)))
+            quarantined = s.scalar(select(func.count()).select_from(m.QuarantinedFile))
+        assert [d[:2] for d in docks] == [("ok", False), ("ok", True), ("ok", True), ("ok", True)]
+        assert "before its check-out" in docks[1][2] and quarantined == 0
+        assert recs == [(a_id, "r1", "purged"), (a_id, "r2", "stored"), (a_id, "r3", "stored")]
+        assert verify_station(st, files=True).ok
+        r2 = next(r for r in _recordings(st).values() if r.recording_id == "r2")
+        assert verify_from_store(st, open_store(st.cfg), r2.id, tmp_path / "v").ok
+        st.close()
+    finally:
+        cluster.destroy()
+
+
+def test_a_spool_that_does_not_hold_together_is_refused_and_nothing_is_replayed(sqlite_station_world):
+    w = sqlite_station_world
+    rep = w.dock_device("dev", {"r1": 1})
+    st = w.st
+
+    def dockings() -> int:
+        with st.db.session() as s:
+            return s.scalar(select(func.count()).select_from(m.Docking))
+    before = dockings()
+    # a spooled docking whose head the verified mirror does not hold
+    spool.append(st, spool.INGEST, {"device": rep.device_id, "head_seq": rep.head[0], "head_hash": "0" * 64,
+                                    "damaged": [], "files_new": 0, "bytes_new": 0})
+    r = w.cli("sync", "--json")
+    assert r.returncode == 6 and "no longer holds the spooled head" in r.stderr, r.stderr
+    assert dockings() == before
+    waiting = json.loads(w.cli("spool", "--json").stdout)["waiting"]
+    assert [(x["kind"], x["device"], x["ended"]) for x in waiting] == [("ingest", rep.device_id, False)]
+    # a spool changed by hand no longer verifies: nothing is replayed from it
+    path = st.store / "spool" / "journal.log"
+    path.write_text(path.read_text(encoding="ascii").replace("0" * 64, "1" * 64), encoding="ascii")
+    r = w.cli("sync", "--json")
+    assert r.returncode == 6 and "does not verify" in r.stderr, r.stderr
+    assert dockings() == before
+    # and it never blocks a docking (this station has no agency store: it docks into its catalogue)
+    assert w.dock_device("dev", {"r2": 1}).status == "ok" and dockings() == before + 1
+
+
+def test_a_docking_syncs_to_the_agency_store_right_after_its_receipt(sqlite_station_world, weed_server):
+    w = sqlite_station_world
+    join_agency(w, weed_server)
+    w.record("dev", {"r1": 2})
+    dev = w.devices["dev"]
+    link = w.dock.start_link(dev, cert_file=str(w.dock.device_cert(dev.pem, "dev")),
+                             crl_file=str(w.dock.base / "dev-crl.pem"))
+    try:
+        r = w.cli("dock", "--device-address", "127.0.0.1", "--port", str(link.address[1]), timeout=300)
+    finally:
+        link.stop()
+    assert r.returncode == 0, r.stderr
+    assert json.loads(r.stdout)["status"] == "ok" and "synced to the agency store" in r.stderr
+    assert not _on_device(dev)                        # receipted first
+    objs = _objects(w.reopen())
+    assert sorted({o.kind for o in objs}) == ["audit", "file", "journal"]
+    assert len([o for o in objs if o.kind == "file"]) == 2
+    # a store that does not answer never fails the docking: logged, left for the timer
+    w.record("dev", {"r2": 1})
+    with open(w.config_path, encoding="utf-8") as f:
+        text = f.read()
+    from tests.seaweed import free_ports
+    w.config_path.write_text(text.replace(weed_server.s3_url, f"http://127.0.0.1:{free_ports(1)[0]}"),
+                             encoding="utf-8")
+    link = w.dock.start_link(dev, cert_file=str(w.dock.base / "dev-cert.pem"),
+                             crl_file=str(w.dock.base / "dev-crl.pem"))
+    try:
+        r = w.cli("dock", "--device-address", "127.0.0.1", "--port", str(link.address[1]), timeout=300)
+    finally:
+        link.stop()
+    assert r.returncode == 0, r.stderr
+    assert "the sync after the docking did not finish" in r.stderr and not _on_device(dev)
+    w.config_path.write_text(text, encoding="utf-8")
+    rep = sync(w.reopen())
+    assert rep.ok and len([o for o in _objects(w.st) if o.kind == "file"]) == 3
 
 
 # ---- last: takes the store away and brings it back ----------------------------------------------------------

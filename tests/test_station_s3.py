@@ -13,12 +13,16 @@ from pathlib import Path
 import httpx
 import pytest
 from botocore.exceptions import ClientError
+from sqlalchemy import select
 
-from station.storage import IntegrityConflict, StoreRefused
+from station.db import models as m
+from station.storage import IntegrityConflict, StoreRefused, open_store
 from station.storage.base import StoreDenied, StoreUnavailable
 from station.storage.local import LocalStore
 from station.storage.s3 import S3ObjectLockStore
+from station.sync import file_key
 from tests.seaweed import BUCKET, filer_jwt, operator, s3_client, weed_server  # noqa: F401
+from tests.station_fixture import sqlite_station_world  # noqa: F401
 
 S = 1_000_000_000
 
@@ -172,26 +176,46 @@ def test_a_store_that_does_not_answer_is_unavailable(tmp_path):
         S3ObjectLockStore(client, BUCKET).check()
 
 
-def test_the_local_store_keeps_the_same_rules(tmp_path):
-    now = [10 * S]
-    store = LocalStore(tmp_path / "store", now_ns=lambda: now[0])
+def test_the_local_store_is_todays_layout(sqlite_station_world, tmp_path):
+    """The single office's store: the mirror files a docking verified are the objects (no copy);
+    write-once enforced; retention, holds and purges stay the catalogue's (delete refused)."""
+    w = sqlite_station_world
+    w.dock_device("dev", {"r1": 2})
+    st = w.st
+    store = open_store(st.cfg)
+    assert isinstance(store, LocalStore) and store.root == st.store
     store.check()
-    path, sha = _file(tmp_path, b"evidence")
-    obj, wrote = store.put_file("devices/d/mirror/a.ts", path, sha, 20 * S)
-    assert wrote and store.read("devices/d/mirror/a.ts") == b"evidence"
-    assert store.put_file("devices/d/mirror/a.ts", path, sha, 15 * S) == (store.head("devices/d/mirror/a.ts"), False)
-    assert store.head("devices/d/mirror/a.ts").retain_until_ns == 20 * S     # never earlier
-    other, other_sha = _file(tmp_path, b"other")
+    with st.db.session() as s:
+        segs = list(s.scalars(select(m.Segment).join(m.Recording, m.Recording.id == m.Segment.recording)))
+        device = s.scalars(select(m.Recording.device_id)).first()
+    assert len(segs) == 2
+    for seg in segs:
+        key = file_key(device, seg.path)
+        head = store.head(key)
+        assert head is not None and (head.sha256, head.size) == (seg.sha256, seg.size)
+        mirror_file = st.store / "devices" / device / "mirror" / seg.path
+        assert store.read(key) == mirror_file.read_bytes()
+        assert mirror_file.stat().st_mode & 0o222 == 0                       # read-only, as docked
+        # the same bytes again: nothing written; other bytes: refused
+        assert store.put_file(key, mirror_file, seg.sha256, 0) == (head, False)
+        other, other_sha = _file(tmp_path, b"other bytes")
+        with pytest.raises(IntegrityConflict):
+            store.put_file(key, other, other_sha, 0)
+        # the dates and holds are the catalogue's: the store neither keeps nor changes them...
+        assert store.extend_retention(key, 10**19) == head and store.set_legal_hold(key, True) == head
+        # ...and deletes only through `station purge`
+        with pytest.raises(StoreRefused, match="station purge"):
+            store.delete(key)
+        assert store.read(key) == mirror_file.read_bytes()
+    # a new key (say a device journal copy) is written once, read-only, checked against its hash
+    path, sha = _file(tmp_path, b"journal copy")
+    obj, wrote = store.put_file("devices/x/journal/000000000001.jsonl", path, sha, 0)
+    assert wrote and obj.sha256 == sha and store.read(obj.key) == b"journal copy"
+    assert (st.store / obj.key).stat().st_mode & 0o222 == 0
     with pytest.raises(IntegrityConflict):
-        store.put_file("devices/d/mirror/a.ts", other, other_sha, 20 * S)
+        store.put_file("devices/x/journal/000000000002.jsonl", path, "0" * 64, 0)
+    assert store.head("devices/x/journal/000000000002.jsonl") is None
     with pytest.raises(StoreRefused):
-        store.put_file("../escape", path, sha, 20 * S)
+        store.put_file("../escape", path, sha, 0)
     with pytest.raises(StoreRefused):
-        store.delete("devices/d/mirror/a.ts")
-    store.set_legal_hold("devices/d/mirror/a.ts", True)
-    now[0] = 30 * S
-    with pytest.raises(StoreRefused):
-        store.delete("devices/d/mirror/a.ts")
-    store.set_legal_hold("devices/d/mirror/a.ts", False)
-    store.delete("devices/d/mirror/a.ts")
-    assert store.head("devices/d/mirror/a.ts") is None
+        store.read("devices/x/nothing")

@@ -145,7 +145,7 @@ for n in 1 2; do
     --officer "03133$n" --label "试用设备$n" > /dev/null
 done
 
-say "5/6 both stations dock at the same time, then sync to the agency store"
+say "5/6 both stations dock at the same time (each docking syncs to the agency store after its receipt), then sync again"
 dock_one() {
   local n=$1
   local log="$out/dock-serve-$n.out" port

@@ -7,6 +7,11 @@
     station pki issue-dock --ca-dir CA --out DIR --name dock-1
     station pki issue-device --ca-dir CA --pubkey device-key.pub.pem --out device-cert.pem
 
+``dock`` on an agency station (``[agency] kind = "s3"``): a sync to the agency store follows
+the receipt (its failure is logged, never the docking's); with the shared catalogue
+unreachable the docking is spooled on this station (``"spooled"`` in its JSON; ``station
+spool``) and replayed by ``station sync`` (station/docs/agency.md).
+
 Exit codes of ``dock``: 0 offloaded, verified and receipted; 1 quarantined (the journal
 failed verification: the whole docking, nothing purged); 2 usage/config; 3 device refused
 (unknown to this dock, or not agency-certified); 4 partial (the journal and the intact
@@ -26,7 +31,8 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from station.cli.common import add_common, open_station
+from station import config as config_mod
+from station.cli.common import add_common, config_path, open_station
 from station.dock import pki
 from station.dock.ledger import TABLES, Ledger
 from station.errors import EXIT_FAILED as EXIT_QUARANTINED
@@ -53,7 +59,11 @@ def readable_row(row: dict[str, Any], tz: dt.tzinfo) -> dict[str, Any]:
 def cmd_dock(args: argparse.Namespace) -> int:
     from station.dock.ingest import Docking
     from station.dock.link import DeviceRefused, LinkInterrupted
-    st = open_station(args, store_dir=args.store, device_address=args.device_address, port=args.port)
+    from station.dock.offline import open_station as open_for_docking
+    from station.sync import after_docking
+    cfg = config_mod.load(config_path(args), store_dir=args.store, device_address=args.device_address,
+                          port=args.port)
+    st = open_for_docking(cfg)     # the shared catalogue unreachable: the docking is spooled here
     try:
         try:
             report = Docking(st).run(wait_s=args.wait)
@@ -63,8 +73,18 @@ def cmd_dock(args: argparse.Namespace) -> int:
         except LinkInterrupted as exc:
             print(f"dock: no device: {exc}", file=sys.stderr)
             return EXIT_INTERRUPTED
+        code = _report_docking(report)
+        if report.status in ("ok", "partial") and not report.spooled:
+            # the receipt is out: push to the agency store now rather than at the timer's next run
+            done = after_docking(st)
+            if done is not None and done.ok:
+                print(f"dock: synced to the agency store ({done.pushed} object(s) pushed)", file=sys.stderr)
+        return code
     finally:
         st.close()
+
+
+def _report_docking(report: Any) -> int:
     summary = {"status": report.status, "device": report.device_id, "docking": report.docking_id,
                "files_new": report.files_new, "bytes_new": report.bytes_new,
                "bytes_resumed": report.bytes_resumed, "purged": len(report.purged),
@@ -72,8 +92,12 @@ def cmd_dock(args: argparse.Namespace) -> int:
                "head": list(report.head) if report.head else None, "detail": report.detail,
                "quarantine_dir": str(report.quarantine_dir) if report.quarantine_dir else None,
                "quarantined_files": [{k: d.get(k) for k in ("path", "reason", "recording_id", "seg_index")}
-                                     for d in report.quarantined_files]}
-    print(json.dumps(summary, ensure_ascii=False))
+                                     for d in report.quarantined_files],
+               "spooled": report.spooled}
+    print(json.dumps(summary, ensure_ascii=False), flush=True)
+    if report.spooled:
+        print(f"dock: 目录数据库不可用：本次对接已在本站校验、保存并离线暂存（暂存记录 {report.spooled}），"
+              "目录恢复后由 station sync 或下一次对接补录（station spool 可查看）", file=sys.stderr)
     if report.status == "ok":
         if report.receipt_refused:
             print(f"dock: device refused the receipt ({report.receipt_refused}); evidence is stored, "

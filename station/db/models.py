@@ -113,6 +113,9 @@ class Docking(Base):
     bytes_resumed: Mapped[int | None] = mapped_column(BigInteger)
     purged: Mapped[int | None] = mapped_column(Integer)
     detail: Mapped[str | None] = mapped_column(Text)
+    # a docking ingested while the catalogue was unreachable, replayed later (station.dock.spool):
+    # "<station>:<spool seq>:<spool record hash>", the replay's idempotency key
+    spool_ref: Mapped[str | None] = mapped_column(String(160), unique=True)
     __table_args__ = (Index("ix_dockings_device", "device_id"),)
 
 

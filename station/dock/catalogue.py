@@ -141,3 +141,30 @@ def catalogue(ch: Change, cfg: StationConfig, *, device_id: str, docking: m.Dock
         retention.refresh(ch, cfg, row)   # S5: the new end is attested by this ingest
         names.append(row.name)
     return names
+
+
+def ingest_rows(ch: Change, cfg: StationConfig, *, device_id: str, docking: m.Docking, mirror: Path,
+                recs: list[records.Record], damaged: list[dict[str, Any]], stored: set[str],
+                quarantine_dir: Path | None, now_ns: int) -> list[str]:
+    """Everything one verified docking writes into the catalogue, inside its ``ingest`` action.
+
+    The files quarantined now (``damaged``) and those an earlier docking quarantined that this
+    one brought intact (``stored``), then the recordings (``catalogue``). Shared by the docking
+    itself (station.dock.ingest) and the replay of a docking spooled while the catalogue was
+    unreachable (station.dock.spool), so both write exactly the same rows.
+    """
+    s = ch.session
+    for row in s.scalars(select(m.QuarantinedFile).where(m.QuarantinedFile.device_id == device_id,
+                                                         m.QuarantinedFile.resolved_docking_id.is_(None))):
+        if row.path in stored:
+            row.resolved_docking_id = docking.id
+            ch.touch(row)
+    for d in damaged:
+        ch.add(m.QuarantinedFile(
+            device_id=device_id, docking_id=docking.id, quarantine_dir=d.get("quarantine_dir"),
+            quarantined_ns=now_ns,
+            **{k: d.get(k) for k in ("path", "recording_id", "seg_index", "reason", "expected_sha256",
+                                     "expected_size", "found_sha256", "found_size", "detail")}))
+    return catalogue(ch, cfg, device_id=device_id, docking=docking, mirror=mirror, recs=recs,
+                     officer=docking.officer_id, damaged={d["path"]: d for d in damaged},
+                     quarantine_dir=quarantine_dir, now_ns=now_ns)

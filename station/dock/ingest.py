@@ -49,6 +49,12 @@ docking whose process died (kill -9, power cut, database gone) is closed as
 which also clears its leftovers (``_recover``); named crash points
 (``BODYCAM_CRASHPOINT=dock-fetched|dock-mirror-swapped|dock-committed|dock-catalogued|
 dock-receipted``, common/crashpoints.py) let the tests kill it exactly there.
+
+A shared catalogue (PostgreSQL) that cannot be reached does not stop a docking: every
+step that needs it goes through ``station.dock.offline.Book``, which falls back to this
+station's signed spool (``station.dock.spool``; crash points ``dock-spooled``,
+``spool-replayed``); the receipt still goes out only once the evidence is durable and
+verified here. ``station sync`` and the next docking replay the spool into the catalogue.
 """
 from __future__ import annotations
 
@@ -74,13 +80,12 @@ from recorder.journal import JOURNAL_NAME
 from recorder.records import MalformedLine
 from recorder.verify import KnownDigest, VerificationFailure, verify_directory
 from station.app import Station
-from station.db import models as m
 from station.dock import pki
-from station.dock.catalogue import catalogue, link_or_copy
+from station.dock.catalogue import ingest_rows, link_or_copy
 from station.dock.ledger import STATION_ACTOR, Ledger
 from station.dock.link import DeviceClient, DeviceProtocolError, FileSizeDiffers, LinkError, LinkInterrupted
+from station.dock.offline import Book, known_key
 from station.dock.progress import Progress
-from station.keeping.purge import PurgedFiles
 
 log = logging.getLogger(__name__)
 
@@ -100,6 +105,7 @@ class DockReport:
     quarantine_dir: Path | None = None
     named: list[str] = field(default_factory=list)
     quarantined_files: list[dict[str, Any]] = field(default_factory=list)   # status partial: what failed, per file
+    spooled: list[int] = field(default_factory=list)   # catalogue unreachable: its spool records (dock.spool)
 
 
 def _parse_journal(data: bytes) -> list[records.Record]:
@@ -206,7 +212,7 @@ class Docking:
         self.progress = progress
         d = st.cfg.dock
         self.client = DeviceClient(d.device_address, d.port, d.ca_file, d.cert_file, d.key_file,
-                                   self.ledger.pubkey, d.timeout_s)
+                                   known_key(st, self.ledger), d.timeout_s)
         self.dock_cert_pem = Path(d.cert_file).read_bytes()
         self.dock_key = pki.load_key(Path(d.key_file))
 
@@ -236,7 +242,9 @@ class Docking:
     def _run(self, device_id: str, dev_dir: Path) -> DockReport:
         # this process holds the device's lock: an in-progress docking of the device is one
         # whose process died (kill -9, power cut, database gone); check_in closes it as interrupted
-        docking = self.ledger.check_in(device_id, self.ledger.officer_for(device_id), close_stale=True)
+        # (the catalogue unreachable: the docking goes on, spooled on this station; station.dock.offline)
+        self.book = Book(self.st, self.ledger, device_id, dev_dir)
+        docking = self.book.check_in()
         report = DockReport("in-progress", device_id, docking)
         self._records: int | None = None
         try:
@@ -260,9 +268,10 @@ class Docking:
         return report
 
     def _check_out(self, docking: int, report: DockReport) -> None:
-        self.ledger.check_out(docking, report.status, report.detail, bytes_new=report.bytes_new,
-                              bytes_resumed=report.bytes_resumed, files_new=report.files_new,
-                              purged=len(report.purged), records=self._records)
+        self.book.check_out(docking, report.status, report.detail, bytes_new=report.bytes_new,
+                            bytes_resumed=report.bytes_resumed, files_new=report.files_new,
+                            purged=len(report.purged), records=self._records)
+        report.spooled = list(self.book.spooled)
 
     # ---- the steps -----------------------------------------------------------------------
     def _push_crl(self) -> None:
@@ -304,7 +313,7 @@ class Docking:
                     attested.setdefault(f["path"], f)
             except MalformedLine:
                 break
-        purged = PurgedFiles.load(self.st, report.device_id)   # S11: what the station purged stays purged
+        purged = self.book.purged()   # S11: what the station purged stays purged
         needed = [(p, f) for p, f in attested.items()
                   if not (mirror / p).is_file() and p in on_device and p not in purged]
         total = sum(f["size"] - ((partial / p).stat().st_size if (partial / p).exists() else 0)
@@ -341,7 +350,7 @@ class Docking:
                 if digest is not None:
                     known[p] = digest
         shutil.copyfile(journal_part, cand / JOURNAL_NAME)
-        anchor = self.ledger.last_anchor(report.device_id)
+        anchor = self.book.anchor()
         device_pem = cast(bytes, c.device_pem)   # pinned by connect() (wait_for_device)
         # files already read from disk (this docking's, as they were written; the old mirror's, at
         # the docking that stored them) are not read again while they are the same inode,
@@ -364,8 +373,12 @@ class Docking:
         _write_mirror_index(dev_dir, mirror, attested)
         crashpoint("dock-committed")
         report.head = head
-        self._catalogue(mirror, recs, report, head, damaged, result.records,
-                        stored={p for p in attested if (mirror / p).is_file()})
+        self.book.ingest(lambda: self._catalogue(mirror, recs, report, head, damaged, result.records,
+                                                 stored={p for p in attested if (mirror / p).is_file()}),
+                         head_seq=head[0], head_hash=head[1], anchor_seq=anchor[0] if anchor else None,
+                         records=result.records, files_new=report.files_new, bytes_new=report.bytes_new,
+                         bytes_resumed=report.bytes_resumed, damaged=damaged,
+                         quarantine_dir=str(report.quarantine_dir) if report.quarantine_dir else None)
         crashpoint("dock-catalogued")
         self._send_receipts(mirror, attested, on_device, head, report)
         if damaged:
@@ -450,27 +463,14 @@ class Docking:
         brought intact, the recordings with their segments and interruptions, the S3-named
         view (hard links; a quarantined segment leaves NAME_<index>.DAMAGED.txt).
         """
-        by_path = {d["path"]: d for d in damaged}
         with self.st.trail.action("ingest", actor=STATION_ACTOR, subject=f"docking:{report.docking_id}",
                                   device=report.device_id, head_seq=head[0], head_hash=head[1],
                                   files_new=report.files_new, bytes_new=report.bytes_new) as ch:
-            s = ch.session
             docking = self.ledger.docking(ch, report.docking_id)
             docking.head_seq, docking.head_hash, docking.records = head[0], head[1], n_records
-            for row in s.query(m.QuarantinedFile).filter(m.QuarantinedFile.device_id == report.device_id,
-                                                         m.QuarantinedFile.resolved_docking_id.is_(None)):
-                if row.path in stored:
-                    row.resolved_docking_id = report.docking_id
-                    ch.touch(row)
-            for d in damaged:
-                ch.add(m.QuarantinedFile(
-                    device_id=report.device_id, docking_id=report.docking_id,
-                    quarantine_dir=d.get("quarantine_dir"), quarantined_ns=self.st.now_ns(),
-                    **{k: d.get(k) for k in ("path", "recording_id", "seg_index", "reason", "expected_sha256",
-                                             "expected_size", "found_sha256", "found_size", "detail")}))
-            report.named = catalogue(ch, self.cfg, device_id=report.device_id, docking=docking, mirror=mirror,
-                                     recs=recs, officer=docking.officer_id, damaged=by_path,
-                                     quarantine_dir=report.quarantine_dir, now_ns=self.st.now_ns())
+            report.named = ingest_rows(ch, self.cfg, device_id=report.device_id, docking=docking, mirror=mirror,
+                                       recs=recs, damaged=damaged, stored=stored,
+                                       quarantine_dir=report.quarantine_dir, now_ns=self.st.now_ns())
             ch.details["recordings"] = len(report.named)
 
     def _send_receipts(self, mirror: Path, attested: dict[str, dict[str, Any]], on_device: dict[str, int],
@@ -491,12 +491,12 @@ class Docking:
             dock_id = receipt_mod.dock_id_for_cert(pki.load_cert(Path(self.cfg.dock.cert_file)))
             r = receipt_mod.Receipt(
                 device=report.device_id, dock=dock_id,
-                nonce=nonce, counter=self.ledger.next_receipt_counter(report.device_id),
+                nonce=nonce, counter=self.book.next_receipt_counter(),
                 issued_wall_ns=time.time_ns(), head_seq=head[0], head_hash=head[1], files=chunk)
             wire = receipt_mod.sign_receipt(r, self.dock_key, self.dock_cert_pem)
             status, answer = self.client.send_receipt(wire)
             crashpoint("dock-receipted")
-            self.ledger.add_receipt(device_id=report.device_id, docking_id=report.docking_id,
+            self.book.add_receipt(device_id=report.device_id, docking_id=report.docking_id,
                                     counter=r.counter, nonce=nonce, head_seq=head[0], head_hash=head[1],
                                     files=len(chunk), bytes=sum(f.size for f in chunk),
                                     sent_ns=r.issued_wall_ns, response=_answer_json(answer.to_dict()))

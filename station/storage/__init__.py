@@ -1,5 +1,5 @@
 """Where verified evidence is kept for the agency: one interface (``base.EvidenceStore``), two
-implementations — ``local`` (a directory; the single office's default) and ``s3`` (an S3
+implementations — ``local`` (the single office's default: today's ``store_dir`` layout) and ``s3`` (an S3
 Object Lock bucket through boto3: SeaweedFS in deploy/agency/). ``open_store`` picks one
 from ``[agency]``; ``station.sync`` pushes to it. See station/docs/agency.md.
 """
@@ -20,4 +20,4 @@ def open_store(cfg: StationConfig) -> EvidenceStore:
         from station.storage.s3 import S3ObjectLockStore
         return S3ObjectLockStore.from_config(a)
     from station.storage.local import LocalStore
-    return LocalStore(Path(cfg.store) / "agency-store")
+    return LocalStore(Path(cfg.store))        # today's layout: the mirrors are the objects

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 20:29:20.163462
+Create Date: 2026-11-23 23:00:15.374918
 """
 from __future__ import annotations
 
@@ -76,7 +76,9 @@ def upgrade() -> None:
     sa.Column('bytes_resumed', sa.BigInteger(), nullable=True),
     sa.Column('purged', sa.Integer(), nullable=True),
     sa.Column('detail', sa.Text(), nullable=True),
-    sa.PrimaryKeyConstraint('id')
+    sa.Column('spool_ref', sa.String(length=160), nullable=True),
+    sa.PrimaryKeyConstraint('id'),
+    sa.UniqueConstraint('spool_ref')
     )
     with op.batch_alter_table('dockings', schema=None) as batch_op:
         batch_op.create_index('ix_dockings_device', ['device_id'], unique=False)
