@@ -13,6 +13,13 @@ dock serve``, and N ``station dock --device-address ...`` processes started toge
 It prints the aggregate rate (all bytes / wall time until the last one exits) and its
 ratio to the single docking's rate measured in the same run.
 
+Each rate line also prints the CPU seconds (user+sys) per GB moved of each process kind:
+``station dock`` (the station side, start-up included), ``bodycam dock serve`` (the device
+side from the moment it listens: the purge included, its start-up not) and the plain copy's sender + receiver. Both
+ends run on this machine, so a single docking already keeps more than one core busy; the
+line after the single runs says how many, and so the most concurrent/single can reach
+here (cores / that). CPU per byte is what decides the aggregate.
+
 ``--profile DIR`` runs every single ``station dock`` under cProfile (DIR/dock-<i>.prof;
 read with ``python -m pstats``). Needs root (``ip netns``); run:
 
@@ -21,9 +28,11 @@ read with ``python -m pstats``). Needs root (``ip netns``); run:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
@@ -137,6 +146,7 @@ class Device:
                                 cwd=ROOT, env=env(), stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = serve.stdout.readline() if serve.stdout else ""
         assert line.startswith("listening"), line
+        _SERVE_CPU0[serve.pid] = proc_cpu(serve.pid)      # its start-up is before the timed part
         return serve, ev
 
     def dock_cmd(self, dock_cfg: Path, profile: Path | None = None) -> list[str]:
@@ -163,7 +173,61 @@ def new_station(world: DockWorld, base: Path, tag: str, devices: list[Device]) -
     return cfg
 
 
-def stop(serve: subprocess.Popen[str]) -> None:
+class Cpu:
+    """CPU seconds (user, sys) by process kind, summed over the processes measured."""
+
+    def __init__(self) -> None:
+        self.kinds: dict[str, list[float]] = {}
+
+    def add(self, kind: str, user: float, system: float) -> None:
+        u = self.kinds.setdefault(kind, [0.0, 0.0])
+        u[0] += user
+        u[1] += system
+
+    def seconds(self, *kinds: str) -> float:
+        return sum(sum(self.kinds.get(k, [0.0, 0.0])) for k in kinds)
+
+    def line(self, nbytes: int) -> str:
+        gb = nbytes / 1e9
+        return ", ".join(f"{k} {u / gb:.2f}u+{s / gb:.2f}s CPU-s/GB" for k, (u, s) in self.kinds.items())
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_cpu(pid: int) -> tuple[float, float]:
+    """(user, sys) seconds of a live process, all its threads (/proc/<pid>/stat)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as f:
+        fields = f.read().rpartition(")")[2].split()
+    return int(fields[11]) / _TICK, int(fields[12]) / _TICK
+
+
+def run_dock(cmd: list[str], cpu: Cpu | None) -> tuple[int, str, str]:
+    """Run one ``station dock`` to its end: (exit code, stdout, stderr); its rusage into ``cpu``."""
+    with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
+        p = subprocess.Popen(cmd, cwd=ROOT, env=env(), stdout=out, stderr=err)
+        rc = wait_dock(p, cpu)
+        out.seek(0)
+        err.seek(0)
+        return rc, out.read().decode(), err.read().decode()
+
+
+def wait_dock(p: subprocess.Popen[bytes], cpu: Cpu | None) -> int:
+    _, status, ru = os.wait4(p.pid, 0)
+    p.returncode = os.waitstatus_to_exitcode(status)
+    if cpu is not None:
+        cpu.add("station-dock", ru.ru_utime, ru.ru_stime)
+    return p.returncode
+
+
+_SERVE_CPU0: dict[int, tuple[float, float]] = {}
+
+
+def stop(serve: subprocess.Popen[str], cpu: Cpu | None = None) -> None:
+    """Stop a ``dock serve``; its CPU since it listened into ``cpu``."""
+    if cpu is not None:
+        (u, s), (u0, s0) = proc_cpu(serve.pid), _SERVE_CPU0.get(serve.pid, (0.0, 0.0))
+        cpu.add("device-serve", u - u0, s - s0)
     serve.terminate()
     serve.wait(timeout=10)
 
@@ -173,24 +237,25 @@ def check_ok(out: str) -> None:
     assert status == "ok", out
 
 
-def single(world: DockWorld, base: Path, dev: Device, i: int, profile: Path | None) -> float:
+def single(world: DockWorld, base: Path, dev: Device, i: int, profile: Path | None, cpu: Cpu) -> float:
     cfg = new_station(world, base, f"single{i}", [dev])
     serve, _ = dev.serve(f"single{i}")
+    rc, out, err = 1, "", ""
     try:
         t0 = time.perf_counter()
-        r = subprocess.run(dev.dock_cmd(cfg, profile / f"dock-{i}.prof" if profile else None),
-                           cwd=ROOT, env=env(), capture_output=True, text=True)
+        rc, out, err = run_dock(dev.dock_cmd(cfg, profile / f"dock-{i}.prof" if profile else None), cpu)
         dt = time.perf_counter() - t0
     finally:
-        stop(serve)
-    assert r.returncode == 0, (r.stdout, r.stderr)
-    check_ok(r.stdout)
+        stop(serve, cpu if rc == 0 else None)
+    assert rc == 0, (out, err)
+    check_ok(out)
     return dt
 
 
-def plain(base: Path, dev: Device, i: int) -> float:
+def plain(base: Path, dev: Device, i: int, cpu: Cpu) -> float:
     out = base / f"plain{i}"
     out.mkdir()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     pair = dev.pair
     sender = pair.popen(pair.dev_ns, PYTHON, "-c", SENDER, str(dev.evidence), "9000", pair.dev_addr,
                         stdout=subprocess.PIPE, text=True)
@@ -199,24 +264,41 @@ def plain(base: Path, dev: Device, i: int) -> float:
     got = pair.run(pair.dock_ns, PYTHON, "-c", RECEIVER, pair.dev_addr, "9000", str(out))
     dt = time.perf_counter() - t0
     sender.wait()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu.add("plain-send+recv", after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime)
     assert int(got.stdout) == dev.nbytes, (got.stdout, dev.nbytes)
     shutil.rmtree(out)
     return dt
 
 
-def concurrent(world: DockWorld, base: Path, devs: list[Device], i: int) -> float:
+def concurrent(world: DockWorld, base: Path, devs: list[Device], i: int, cpu: Cpu) -> float:
     cfg = new_station(world, base, f"rack{i}", devs)
     serves = [d.serve(f"rack{i}")[0] for d in devs]
-    try:
-        t0 = time.perf_counter()
-        procs = [subprocess.Popen(d.dock_cmd(cfg), cwd=ROOT, env=env(), stdout=subprocess.PIPE,
-                                  stderr=subprocess.PIPE, text=True) for d in devs]
-        outs = [p.communicate() for p in procs]
-        dt = time.perf_counter() - t0
-    finally:
-        for s in serves:
-            stop(s)
-    for p, (out, err) in zip(procs, outs, strict=True):
+    with contextlib.ExitStack() as files:
+        outs = [(files.enter_context(tempfile.TemporaryFile()), files.enter_context(tempfile.TemporaryFile()))
+                for _ in devs]
+        procs: list[subprocess.Popen[bytes]] = []
+        try:
+            t0 = time.perf_counter()
+            procs = [subprocess.Popen(d.dock_cmd(cfg), cwd=ROOT, env=env(), stdout=o, stderr=e)
+                     for d, (o, e) in zip(devs, outs, strict=True)]
+            for p in procs:
+                wait_dock(p, cpu)
+            dt = time.perf_counter() - t0
+        finally:
+            for p in procs:
+                if p.returncode is None:
+                    p.kill()
+                    p.wait()
+            ok = bool(procs) and all(p.returncode == 0 for p in procs)
+            for s in serves:
+                stop(s, cpu if ok else None)
+        texts = []
+        for o, e in outs:
+            o.seek(0)
+            e.seek(0)
+            texts.append((o.read().decode(), e.read().decode()))
+    for p, (out, err) in zip(procs, texts, strict=True):
         assert p.returncode == 0, (out, err)
         check_ok(out)
     from station.audit.integrity import verify_station
@@ -262,27 +344,36 @@ def main() -> int:
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
         dock_rates, plain_rates = [], []
+        cpu1 = Cpu()
+        wall1 = 0.0
         for i in range(args.repeat):
-            dt_dock = single(world, base, dev, i, args.profile)
-            dt_plain = plain(base, dev, i)
+            dt_dock = single(world, base, dev, i, args.profile, cpu1)
+            dt_plain = plain(base, dev, i, cpu1)
             dock_rates.append(dev.nbytes / dt_dock / 1e6)
+            wall1 += dt_dock
             plain_rates.append(dev.nbytes / dt_plain / 1e6)
             print(f"run {i}: dock {dt_dock:.2f} s ({dock_rates[-1]:.1f} MB/s), "
                   f"plain {dt_plain:.2f} s ({plain_rates[-1]:.1f} MB/s)", flush=True)
-        d, p = median(dock_rates), median(plain_rates)
-        print(f"median: dock offload {d:.1f} MB/s (TLS + Range + verify + S3 + ledger + receipt + purge), "
-              f"plain TCP copy {p:.1f} MB/s; dock/plain = {d / p:.2f}")
+        one, p = median(dock_rates), median(plain_rates)
+        print(f"median: dock offload {one:.1f} MB/s (TLS + Range + verify + S3 + ledger + receipt + purge), "
+              f"plain TCP copy {p:.1f} MB/s; dock/plain = {one / p:.2f}")
+        print(f"CPU, single docking: {cpu1.line(dev.nbytes * args.repeat)}")
+        cores = cpu1.seconds("station-dock", "device-serve") / wall1
+        print(f"one docking keeps {cores:.2f} cores busy on average (both ends, CPU-s / wall s): "
+              f"on {os.cpu_count()} cores, concurrent/single can reach at most {(os.cpu_count() or 1) / cores:.2f}")
         if args.concurrent > 1:
             total = sum(x.nbytes for x in devs)
             agg = []
+            cpun = Cpu()
             for i in range(args.repeat):
-                dt = concurrent(world, base, devs, i)
+                dt = concurrent(world, base, devs, i, cpun)
                 agg.append(total / dt / 1e6)
                 print(f"rack run {i}: {len(devs)} devices, {total / 1e6:.1f} MB in {dt:.2f} s "
                       f"({agg[-1]:.1f} MB/s aggregate)", flush=True)
             a = median(agg)
             print(f"median: {len(devs)} concurrent dockings {a:.1f} MB/s aggregate; "
-                  f"concurrent/single = {a / d:.2f}")
+                  f"concurrent/single = {a / one:.2f}")
+            print(f"CPU, {len(devs)} concurrent dockings: {cpun.line(total * args.repeat)}")
     finally:
         for pair in pairs:
             pair.close()

@@ -20,7 +20,10 @@ What is served, and nothing else:
   no symlinks, no path outside the evidence directory.
 * ``POST /v1/receipt``: a signed dock receipt; the purge result or the named refusal.
   Only files served in full *in this TLS session* are purged (bytes served are
-  counted per file per connection); the rest of the receipt is refused by name.
+  counted per file per connection, from one same unchanged file); the rest of the
+  receipt is refused by name. Such a file still the inode, size, mtime and ctime it was
+  served as is not hashed again before it is purged: the dock verified those very bytes
+  (``recorder.receipt.ServedIdentity``); any other is.
 * ``POST /v1/crl``: the agency's current CRL (kept if the CA signed it and it is newer).
 * ``POST /v1/assignment``: a dock-signed assignment of the device to an officer, or its
   release (check-out / check-in at the station, D12; ``firmware.handover``). Checked like a
@@ -299,7 +302,7 @@ class _Handler(BaseHTTPRequestHandler):
         self.dock_id: str | None = None
         self.nonces = receipt.NonceBook(s.receipt_ttl_s, max_outstanding=16)
         self.served: dict[str, list[list[int]]] = {}    # path -> merged [start, end) ranges sent
-        self.sizes: dict[str, int] = {}
+        self.idents: dict[str, receipt.ServedIdentity | None] = {}   # path -> the file those ranges came from
         self.session_end = 0.0
         peer = f"ip:{self.client_address[0]}"
         try:
@@ -428,9 +431,10 @@ class _Handler(BaseHTTPRequestHandler):
         body = self._body(protocol.MAX_RECEIPT_BYTES)
         if body is None:
             return
-        self.conn.deadline = None          # the device re-hashes the files: no client time counts
-        status, result = self.server.link.accept_receipt(body, self.dock_id, self.nonces,
-                                                         self.served_in_full())
+        self.conn.deadline = None          # the device may hash files again: no client time counts
+        served = self.served_in_full()
+        status, result = self.server.link.accept_receipt(body, self.dock_id, self.nonces, served,
+                                                         {p: i for p in served if (i := self.idents.get(p))})
         self._json(status, result)
 
     def do_DELETE(self) -> None:
@@ -462,14 +466,21 @@ class _Handler(BaseHTTPRequestHandler):
 
     def served_in_full(self) -> frozenset[str]:
         return frozenset(p for p, ranges in self.served.items()
-                         if ranges and ranges[0][0] == 0 and ranges[0][1] >= self.sizes[p])
+                         if ranges and ranges[0][0] == 0 and (i := self.idents.get(p)) and ranges[0][1] >= i.size)
 
-    def _count_served(self, rel: str, size: int, start: int, end: int) -> None:
+    def _count_served(self, rel: str, ident: receipt.ServedIdentity, start: int, end: int,
+                      unchanged: bool = True) -> None:
+        """Count ``[start, end)`` of ``rel`` as sent from the file ``ident``. Ranges count together
+        only while they come from one same, unchanged file: another inode, size or time (or a file
+        that changed while it was sent: ``unchanged`` False) starts the count again."""
+        if not unchanged:
+            self.served[rel], self.idents[rel] = [], None
+            return
         if end <= start:
             return
-        if self.sizes.get(rel) != size:       # the file changed size: what was sent before no longer counts
+        if self.idents.get(rel) != ident:     # the file changed: what was sent before no longer counts
             self.served[rel] = []
-            self.sizes[rel] = size
+            self.idents[rel] = ident
         merged: list[list[int]] = []
         for a, b in sorted(self.served[rel] + [[start, end]]):
             if merged and a <= merged[-1][1]:
@@ -508,7 +519,8 @@ class _Handler(BaseHTTPRequestHandler):
         except OSError as exc:
             return self._refuse(404, protocol.NOT_FOUND, f"{rel}: {exc.strerror}")
         try:
-            size = os.fstat(fd).st_size
+            opened = receipt.ServedIdentity.of_stat(os.fstat(fd))
+            size = opened.size
             header = self.headers.get("Range")
             try:
                 start, end = _parse_range(header, size)
@@ -542,7 +554,8 @@ class _Handler(BaseHTTPRequestHandler):
                 if corked:
                     self._cork(False)
                 if rel != JOURNAL_NAME:
-                    self._count_served(rel, size, start, pos)
+                    self._count_served(rel, opened, start, pos,
+                                       receipt.ServedIdentity.of_stat(os.fstat(fd)) == opened)
         finally:
             os.close(fd)
 
@@ -715,10 +728,12 @@ class DockLink:
             nonce=issue_nonce())
 
     def accept_receipt(self, wire: bytes, dock_id: str | None, nonces: receipt.NonceBook,
-                       served: frozenset[str] | None = None
+                       served: frozenset[str] | None = None,
+                       served_as: dict[str, receipt.ServedIdentity] | None = None,
                        ) -> tuple[int, protocol.ReceiptAccepted | protocol.ReceiptRefusal]:
         """Validate and act on a receipt from this session (its ``nonces``; ``served``: paths
-        served in full in it; only those are purged)."""
+        served in full in it; only those are purged; ``served_as``: their identities as served,
+        so one unchanged since is not hashed again, ``receipt.ServedIdentity``)."""
         validator = receipt.ReceiptValidator(self.evidence.journal.device_id, self.ca, nonces)
         validator.revoked = self.is_revoked
         try:
@@ -726,7 +741,7 @@ class DockLink:
                 result = self.evidence.store.reclaim(wire, validator=validator, peer_dock_id=dock_id)
             else:
                 result = self.evidence.store.reclaim(wire, validator=validator, peer_dock_id=dock_id,
-                                                     served=served)
+                                                     served=served, served_as=served_as)
         except receipt.ReceiptRefused as exc:
             return 403, protocol.ReceiptRefusal(exc.reason, str(exc))
         except (JournalError, StoreError, OSError) as exc:

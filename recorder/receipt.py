@@ -20,7 +20,9 @@ What the device does with one (``EvidenceStore.reclaim``): validate it with
 ``dock-receipt-refused`` record naming the reason. An accepted one leaves a
 ``dock-receipt`` record (the signed receipt, so an auditor can check the
 dock's signature later) and then a ``purge`` record listing every file about to
-be removed, written *before* the files are unlinked.
+be removed, written *before* the files are unlinked. Each file named must be on the
+device as attested: it is hashed again, unless the dock link served it in full in the
+receipt's session and it is still the inode it was served from (``ServedIdentity``).
 
 ``ReleasedFiles`` is the verifier's side of this: a file attested by a record
 and later named, with the same SHA-256 and size, by a ``purge`` record that
@@ -37,11 +39,12 @@ import logging
 import os
 import re
 import secrets
+import stat as stat_mod
 import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, TypeGuard
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Mapping, NamedTuple, TypeGuard
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import serialization
@@ -362,6 +365,29 @@ class JournalIndex:
         return idx
 
 
+class ServedIdentity(NamedTuple):
+    """A file as the dock link served it: the inode, its size and both its times.
+
+    The link takes it when a file is served (and again after its last byte went out); a
+    receipt's file that was served in full in the receipt's own TLS session and is still
+    this identity is not hashed again before it is purged: the dock has just hashed the very
+    bytes the device read (TLS keeps them intact on the way) and signs that they are the
+    attested SHA-256, and any write or chmod since would have moved ``ctime``, which no call
+    sets back (only turning the system clock back could). Any other file (another identity,
+    not served, no identity given) is hashed as before.
+    """
+
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+
+    @classmethod
+    def of_stat(cls, st: os.stat_result) -> "ServedIdentity":
+        return cls(st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
 def sha256_file(path: Path) -> str:
     h = hashlib.sha256()
     fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
@@ -384,10 +410,13 @@ class ReceiptValidator:
     revoked: Callable[[x509.Certificate], bool] = staticmethod(lambda cert: False)
 
     def validate(self, wire: bytes, root: Path, journal_path: Path,
-                 peer_dock_id: str | None = None, served: frozenset[str] | None = None) -> SignedReceipt:
+                 peer_dock_id: str | None = None, served: frozenset[str] | None = None,
+                 served_as: Mapping[str, ServedIdentity] | None = None) -> SignedReceipt:
         """Raise a ReceiptRefused or return the receipt. ``served`` (the dock link passes it):
         paths served in full in this TLS session; files outside it are not purged
-        (``unserved``), and if that is all of them the receipt is refused (NotServedInSession)."""
+        (``unserved``), and if that is all of them the receipt is refused (NotServedInSession).
+        ``served_as``: the identity each of those had when served (``ServedIdentity``); a file
+        still that identity is not read again, every other one is hashed."""
         signed = parse_signed(wire)
         r = signed.receipt
         try:
@@ -422,7 +451,9 @@ class ReceiptValidator:
         if idx.hashes.get(r.head_seq) != r.head_hash:
             raise HeadMismatch(f"record #{r.head_seq} of this journal is not {r.head_hash[:16]}...")
         for f in r.files:
-            self._check_file(f, idx, r.head_seq, root)
+            self._check_file(f, idx, r.head_seq, root,
+                             served_as.get(f.path) if served_as is not None and served is not None
+                             and f.path in served else None)
         if served is not None:
             self.unserved = tuple(f.path for f in r.files if f.path not in served)
             if len(self.unserved) == len(r.files):
@@ -433,7 +464,8 @@ class ReceiptValidator:
     unserved: tuple[str, ...] = ()
 
     @staticmethod
-    def _check_file(f: ReceiptFile, idx: JournalIndex, head_seq: int, root: Path) -> None:
+    def _check_file(f: ReceiptFile, idx: JournalIndex, head_seq: int, root: Path,
+                    served_as: ServedIdentity | None = None) -> None:
         att = idx.attested.get(f.path)
         if att is None or att[0] > head_seq:
             raise FileMismatch(f"{f.path} is not attested in the journal up to #{head_seq}")
@@ -444,13 +476,17 @@ class ReceiptValidator:
             raise FileMismatch(f"{f.path} was already purged")
         path = root / f.path
         try:
-            if path.is_symlink() or not path.is_file():
+            st = os.lstat(path)
+            if not stat_mod.S_ISREG(st.st_mode):
                 raise FileMismatch(f"{f.path} is not a regular file on the device")
-            size = path.stat().st_size
-            digest = sha256_file(path) if size == f.size else None
+            if st.st_size == f.size and served_as is not None and ServedIdentity.of_stat(st) == served_as:
+                return   # the bytes the dock verified, unchanged since they were served (ServedIdentity)
+            digest = sha256_file(path) if st.st_size == f.size else None
+        except FileNotFoundError as exc:
+            raise FileMismatch(f"{f.path} is not a regular file on the device") from exc
         except OSError as exc:
             raise FileMismatch(f"{f.path}: cannot read: {exc}") from None
-        if size != f.size or digest != f.sha256:
+        if st.st_size != f.size or digest != f.sha256:
             raise FileMismatch(f"{f.path} differs on the device from what the dock verified")
 
 

@@ -26,7 +26,7 @@ import re
 import shutil
 import threading
 from pathlib import Path
-from typing import BinaryIO, cast
+from typing import BinaryIO, Mapping, cast
 
 from recorder import receipt, records
 from recorder.journal import Journal, JournalError, fsync_dir
@@ -129,7 +129,8 @@ class EvidenceStore:
     def reclaim(self, dock_receipt: bytes | None = None, *,
                 validator: "receipt.ReceiptValidator | None" = None,
                 peer_dock_id: str | None = None,
-                served: frozenset[str] | None = None) -> "receipt.PurgeResult":
+                served: frozenset[str] | None = None,
+                served_as: "Mapping[str, receipt.ServedIdentity] | None" = None) -> "receipt.PurgeResult":
         """Free space for files the dock has verified and stored, against its signed receipt.
 
         ``dock_receipt`` is the receipt's wire bytes; ``validator`` holds the agency
@@ -142,15 +143,21 @@ class EvidenceStore:
         ``served`` (given by the dock link): the paths served in full in the TLS session
         of the receipt. Only those are purged; the others named are refused by name
         (``not_served`` in the ``purge`` record, ``PurgeResult.refused``) and stay.
+        ``served_as`` (also the link's): each of those files' identity as it was served; one
+        still that identity is not hashed again (``receipt.ServedIdentity`` says why).
         """
         if dock_receipt is None or validator is None:
             raise ReclaimRequiresDockReceipt(
                 "reclaiming space requires a dock receipt and a validator; nothing was removed")
         with self._reclaim_lock:
             try:
-                signed = validator.validate(dock_receipt, self.root, self.journal.path, peer_dock_id,
-                                            served) if served is not None else \
-                    validator.validate(dock_receipt, self.root, self.journal.path, peer_dock_id)
+                if served is None:
+                    signed = validator.validate(dock_receipt, self.root, self.journal.path, peer_dock_id)
+                elif served_as is None:
+                    signed = validator.validate(dock_receipt, self.root, self.journal.path, peer_dock_id, served)
+                else:
+                    signed = validator.validate(dock_receipt, self.root, self.journal.path, peer_dock_id, served,
+                                                served_as=served_as)
             except receipt.ReceiptRefused as exc:
                 self._journal_refusal(dock_receipt, exc)
                 raise

@@ -409,6 +409,84 @@ def test_files_served_in_another_session_do_not_count(world, tmp_path):
     assert all((world.dev.root / p).exists() for p in FILES)
 
 
+def _count_hashing(monkeypatch) -> list[str]:
+    """Spy on the device's hashing of receipted files (the real function still runs)."""
+    hashed: list[str] = []
+    real = receipt.sha256_file
+
+    def spy(path):
+        hashed.append(Path(path).name)
+        return real(path)
+    monkeypatch.setattr(receipt, "sha256_file", spy)
+    return hashed
+
+
+def test_files_served_in_full_and_unchanged_are_purged_without_hashing_them_again(world, tmp_path, monkeypatch):
+    c = client(world)
+    nonce = c.manifest().nonce
+    att = attested(world.dev)
+    for p in FILES:
+        c.fetch(p, tmp_path / p.replace("/", "_"), att[p]["size"])
+    hashed = _count_hashing(monkeypatch)
+    status, answer = c.send_receipt(make_wire(world, world.dev, nonce, FILES))
+    assert status == 200 and sorted(answer.removed) == sorted(FILES), answer
+    assert hashed == []              # the dock verified the very bytes served; none changed since
+    assert verify_directory(world.dev.root, world.dev.pem).ok
+
+
+def test_a_file_changed_after_it_was_served_is_hashed_again_and_the_receipt_refused(world, tmp_path, monkeypatch):
+    c = client(world)
+    nonce = c.manifest().nonce
+    att = attested(world.dev)
+    for p in FILES:
+        c.fetch(p, tmp_path / p.replace("/", "_"), att[p]["size"])
+    # same size, other bytes, and the mtime put back: only the ctime tells (no call can set it)
+    target = world.dev.root / FILES[1]
+    st = target.stat()
+    os.chmod(target, 0o644)
+    with open(target, "r+b") as f:
+        f.write(b"\xff" * 64)
+    os.chmod(target, st.st_mode & 0o777)
+    os.utime(target, ns=(st.st_atime_ns, st.st_mtime_ns))
+    hashed = _count_hashing(monkeypatch)
+    status, answer = c.send_receipt(make_wire(world, world.dev, nonce, FILES))
+    assert status == 403 and answer.refused == "FileMismatch" and answer.removed == (), answer
+    assert hashed == [Path(FILES[1]).name]
+    assert all((world.dev.root / p).exists() for p in FILES)
+
+
+def test_ranges_of_a_replaced_file_do_not_add_up_to_served_in_full(world, tmp_path):
+    c = client(world)
+    nonce = c.manifest().nonce
+    att = attested(world.dev)
+    c.fetch(FILES[0], tmp_path / "a", att[FILES[0]]["size"])
+    half = att[FILES[2]]["size"] // 2
+    c.get_raw(FILES[2], {"Range": f"bytes={half}-"})
+    target = world.dev.root / FILES[2]
+    copy = target.with_name("copy.tmp")
+    copy.write_bytes(target.read_bytes())     # the same bytes in another inode
+    os.replace(copy, target)
+    c.get_raw(FILES[2], {"Range": f"bytes=0-{half - 1}"})
+    status, answer = c.send_receipt(make_wire(world, world.dev, nonce, [FILES[0], FILES[2]]))
+    assert status == 200 and answer.removed == (FILES[0],) and answer.not_served == (FILES[2],), answer
+    assert target.exists()
+
+
+def test_ranges_count_only_while_they_come_from_one_unchanged_file():
+    from firmware.dock_link import _Handler
+    h = _Handler.__new__(_Handler)               # the counting alone, without a connection
+    h.served, h.idents = {}, {}
+    a = receipt.ServedIdentity(1, 10, 100, 5, 5)
+    h._count_served("f", a, 50, 100)
+    h._count_served("f", a, 0, 50)
+    assert h.served_in_full() == {"f"}
+    h._count_served("f", a, 0, 100, unchanged=False)      # changed while it was being sent
+    assert h.served_in_full() == frozenset()
+    h._count_served("f", a, 0, 60)
+    h._count_served("f", a._replace(ctime_ns=6), 60, 100)  # touched between the two ranges
+    assert h.served_in_full() == frozenset()
+
+
 # ---- 3. revocation -------------------------------------------------------------------------------------
 def test_revoked_dock_is_refused_at_the_handshake_and_journaled(world, caplog):
     w = world
