@@ -27,11 +27,24 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, TypeVar
-from xml.sax.saxutils import escape, quoteattr
 
 from recorder.journal import iter_records
 from recorder.records import Record
 from recorder.verify import verify_directory
+
+
+def escape(text: str) -> str:
+    """xml.sax.saxutils.escape, imported when a report is drawn: the module pulls in urllib,
+    http, email and ssl (about 4 MB), which every ``bodycam`` command would carry otherwise
+    (the recorder included: the command line builds every subcommand's parser)."""
+    from xml.sax.saxutils import escape as sax_escape
+    return sax_escape(text)
+
+
+def quoteattr(text: str) -> str:
+    """xml.sax.saxutils.quoteattr, imported late (see escape)."""
+    from xml.sax.saxutils import quoteattr as sax_quoteattr
+    return sax_quoteattr(text)
 
 NS = 1_000_000_000
 

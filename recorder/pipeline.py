@@ -190,8 +190,7 @@ class Pipeline:
                     self.audio_tap(blocks)
                 rec = self.rec
                 if rec is not None:
-                    for block in blocks:
-                        rec.add_audio(block.samples, block.mono_ns)
+                    rec.add_audio_blocks([(b.samples, b.mono_ns) for b in blocks])
                 elif self.buffering and self.capture.enabled:
                     for block in blocks:
                         self.capture.add_audio(block.samples, block.mono_ns)
@@ -315,8 +314,7 @@ class Pipeline:
         """Wait for the sound under the last frame to be captured, then take it."""
         end = rec.vt.slot_time_ns(rec.vt.next_slot) + int(self.s.audio_latency_s * 1e9)
         self.time.sleep_until(end)
-        for block in self.mic.drain():
-            rec.add_audio(block.samples, block.mono_ns)
+        rec.add_audio_blocks([(b.samples, b.mono_ns) for b in self.mic.drain()])
 
     # -- recordings that end by themselves ------------------------------------------------------
     def _camera_stalled(self, rec: Recording) -> RecordingResult:

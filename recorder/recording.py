@@ -9,7 +9,7 @@ bridge end the recording instead; the next one starts fresh.
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -66,6 +66,7 @@ class Recording:
         self.segmenter = Segmenter(directory, recording_id, fmt, video.fps * segment_seconds, sink,
                                    recipients)
         self.vt = VideoTimeline(video.fps, t0_ns, max_bridge_s)
+        self._frame_ticks = video.frame_ticks
         self.at = AudioTimeline(audio.sample_rate, t0_ns)
         self.stamper, self.wall_clock, self.position = stamper, wall_clock, position or (lambda: None)
         self.mic_timeout = int(mic_timeout_s * audio.sample_rate)
@@ -91,8 +92,7 @@ class Recording:
         self._last, self._last_owned = h.last_frame, h.last_frame_owned
         for pkt in h.packets:
             self._write_video(pkt)
-        for samples, mono_ns in h.audio:
-            self.add_audio(samples, mono_ns)
+        self.add_audio_blocks(h.audio)
         if h.audio_end_ns is not None:   # sound not kept before the press: counted silence
             self._add_silence(self.at.fill_until(self.at.expected_at(h.audio_end_ns)))
         self._release_audio(self._video_samples())
@@ -119,13 +119,21 @@ class Recording:
         sample = self.wall_clock.at(mono_ns)
         self._watch_wall_clock(slot, sample)
         self.stamper.apply(data, sample, self.position())
-        self.segmenter.note_frame(slot, sample, repeated)
-        for pkt in self.venc.encode(data, (slot + self.slot_offset) * self.video.frame_ticks):
-            self._write_video(pkt)
+        segmenter = self.segmenter
+        segmenter.note_frame(slot, sample, repeated)
+        shift = self.slot_offset * self._frame_ticks
+        for pkt in self.venc.encode(data, slot * self._frame_ticks + shift):
+            if shift:   # packets carry encoder-session PTS; the recording's media time starts at its slot 0
+                pkt.pts -= shift   # type: ignore[operator]   # the encoder stamps both
+                pkt.dts -= shift   # type: ignore[operator]
+            segmenter.write("v", pkt)
         self._last, self._last_owned = data, repeated
-        self.stats.frames += 1
-        self.stats.frames_repeated += int(repeated)
-        self._release_audio(self._video_samples())
+        stats = self.stats
+        stats.frames += 1
+        if repeated:
+            stats.frames_repeated += 1
+        if len(self._hold):   # sound captured ahead of the pictures: what now lies under them
+            self._release_audio(self._video_samples())
 
     def _keep_last(self) -> None:
         """A frame was dropped, so the last encoded picture is now older than the previous
@@ -161,14 +169,32 @@ class Recording:
 
     # -- audio ---------------------------------------------------------------
     def add_audio(self, samples: np.ndarray, mono_ns: int) -> None:
-        fill, samples = self.at.place(samples, mono_ns)
-        if fill:
-            self._add_silence(fill)
-        if len(samples):
-            if self.mic_silent:
-                log.info("microphone delivers sound again (recording %s)", self.id)
-                self.mic_silent = False
-            self._hold = np.concatenate([self._hold, samples])
+        self.add_audio_blocks(((samples, mono_ns),))
+
+    def add_audio_blocks(self, blocks: Iterable[tuple[np.ndarray, int]]) -> None:
+        """Place several captured blocks ((samples, first sample's instant), in capture order)
+        and encode what lies under the frames once: the same samples reach the encoder in
+        the same order as block by block (it cuts its own 1024-sample frames), with one
+        hold update and one encoder call per drain rather than per block."""
+        pieces = [self._hold] if len(self._hold) else []
+        held = len(self._hold)
+        for samples, mono_ns in blocks:
+            fill, samples = self.at.place(samples, mono_ns)
+            if fill:
+                self.segmenter.note_silence(self.stats.samples + held, fill)
+                self.stats.silence_samples += fill
+                pieces.append(np.zeros(fill, dtype=np.int16))
+                held += fill
+            if len(samples):
+                if self.mic_silent:
+                    log.info("microphone delivers sound again (recording %s)", self.id)
+                    self.mic_silent = False
+                pieces.append(samples)
+                held += len(samples)
+        if len(pieces) > 1:
+            self._hold = np.concatenate(pieces)
+        elif pieces:
+            self._hold = pieces[0]
         self._release_audio(self._video_samples())
 
     def check_microphone(self) -> None:

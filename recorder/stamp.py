@@ -47,6 +47,8 @@ class Stamper:
         self.margin = max(4, size // 3) & ~1
         self._key: tuple[int, TimeQuality, str | None] | None = None
         self._patch: np.ndarray | None = None
+        # the patch and where it goes: luma rows/columns, chroma (plane, rows, columns)
+        self._where: tuple[np.ndarray, tuple[slice, slice], tuple[slice, slice, slice]] | None = None
         self.renders = 0  # how many times text was drawn (for the 'once per second' check)
         # The lines under the time (identity, position) change rarely: they are drawn once into
         # a box that only the time line is drawn over each second, which halves the drawing.
@@ -165,17 +167,18 @@ class Stamper:
         """Draw the stamp for ``sample`` into ``data`` (I420, shape (h*3//2, w)) in place."""
         key = (sample.wall_ns // 1_000_000_000, sample.quality, position)
         if key != self._key:
-            self._patch = self._render(self.lines(sample, position))
+            patch = self._patch = self._render(self.lines(sample, position))
+            ph, pw = patch.shape
+            m = self.margin
+            cy, cx, ch, cw = m // 2, m // 2, ph // 2, pw // 2
+            # where it goes, worked out once per patch rather than per frame
+            self._where = (patch, (slice(m, m + ph), slice(m, m + pw)),
+                           (slice(None), slice(cy, cy + ch), slice(cx, cx + cw)))
             self._key = key
-        patch = self._patch
-        assert patch is not None   # rendered on the first call (self._key starts as None)
-        ph, pw = patch.shape
-        m = self.margin
-        data[m:m + ph, m:m + pw] = patch
-        # neutral chroma under the box so the text is white/black, not tinted by the scene
+        assert self._where is not None   # set on the first call (self._key starts as None)
+        patch, luma, chroma = self._where
+        data[luma] = patch
+        # neutral chroma under the box so the text is white/black, not tinted by the scene:
+        # the U and V planes follow the luma as two (h/2, w/2) planes, set in one assignment
         h, w = self.height, self.width
-        cy, cx, ch, cw = m // 2, m // 2, ph // 2, pw // 2
-        u = data[h:h + h // 4].reshape(h // 2, w // 2)
-        v = data[h + h // 4:].reshape(h // 2, w // 2)
-        u[cy:cy + ch, cx:cx + cw] = 128
-        v[cy:cy + ch, cx:cx + cw] = 128
+        data[h:].reshape(2, h // 2, w // 2)[chroma] = 128

@@ -121,9 +121,11 @@ class SimCamera:
         if self._t0 is None:
             raise RuntimeError("camera not started")
         # skip frames the faults swallow
-        while (self._next in self.faults.dropped_frames
-               or self.faults.stalled((self._capture_ns(self._next) - self._t0) / 1e9)):
-            self._next += 1
+        f = self.faults
+        if f.dropped_frames or f.stalls:
+            while (self._next in f.dropped_frames
+                   or f.stalled((self._capture_ns(self._next) - self._t0) / 1e9)):
+                self._next += 1
         due = self._capture_ns(self._next)
         deadline = self.time.now_ns() + int(timeout * 1e9)
         if due > deadline:

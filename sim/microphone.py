@@ -92,19 +92,25 @@ class SimMicrophone:
             f.dead_until_s is None or t_s < f.dead_until_s)
 
     def drain(self) -> list[AudioBlock]:
-        if self._t0 is None:
+        t0 = self._t0
+        if t0 is None:
             raise RuntimeError("microphone not started")
-        rate = self.sample_rate * (1 + self.faults.skew_ppm / 1e6)
-        elapsed = (self.time.now_ns() - self._t0) / 1e9
-        available = int(elapsed * rate)
+        f = self.faults
+        rate = self.sample_rate * (1 + f.skew_ppm / 1e6)
+        available = int((self.time.now_ns() - t0) / 1e9 * rate)
+        block, emitted = self.block, self._emitted
+        if emitted + block > available:   # most calls: no whole block yet (cheap, like a real drain)
+            return []
         blocks = []
-        while self._emitted + self.block <= available:
-            start = self._emitted
-            t_ns = self._t0 + int(start / rate * 1e9)
-            self._emitted += self.block
-            if self._dead((t_ns - self._t0) / 1e9):
+        may_die = f.dead_from_s is not None
+        while emitted + block <= available:
+            start = emitted
+            t_ns = t0 + int(start / rate * 1e9)
+            emitted += block
+            if may_die and self._dead((t_ns - t0) / 1e9):
                 continue
-            blocks.append(AudioBlock(self._samples(start, self.block), t_ns, self.sample_rate))
+            blocks.append(AudioBlock(self._samples(start, block), t_ns, self.sample_rate))
+        self._emitted = emitted
         return blocks
 
 
