@@ -11,6 +11,7 @@ Also here: ``DockWorld``, the PKI and file layout shared by the docking tests
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import subprocess
 import sys
@@ -138,12 +139,14 @@ class DockWorld:
         return path
 
     def start_link(self, dev, **settings):
-        """Start ``dev``'s dock link on loopback with a device certificate of this CA; any
-        DockSettings field may be overridden (the CRL file sits under ``base``)."""
+        """Start ``dev``'s dock link on loopback with a device certificate of this CA (its own:
+        one per device key, so a second device in the same world never presents the first's);
+        any DockSettings field may be overridden (the CRL file sits under ``base``)."""
         from firmware.dock_link import DockLink, DockSettings
-        cert = self.base / "dev-cert.pem"
-        if not cert.exists():
-            self.device_cert(dev.pem)
+        name = "dev-" + hashlib.sha256(dev.pem).hexdigest()[:16]
+        cert = self.base / f"{name}-cert.pem"
+        if not cert.exists() and "cert_file" not in settings:
+            self.device_cert(dev.pem, name)
         s = dict(listen_address="127.0.0.1", port=0, ca_file=str(self.ca_file),
                  cert_file=str(cert), crl_file=str(self.base / "device-crl.pem"))
         s.update(settings)

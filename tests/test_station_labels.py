@@ -227,6 +227,12 @@ def test_queue_48_hours_officer_and_supervisor_and_labelled_leaves(station_world
     w.clock.advance(1 * NS_PER_HOUR)                      # 49 h: overdue
     over = queue.queue(w.st, clerk, overdue_only=True)
     assert [(i["recording_id"], i["age_hours"], i["overdue"]) for i in over] == [("r1", 49, True), ("r2", 49, True)]
+    # the web page's cut, counted in SQL on both engines: the same items, a page at a time
+    first = queue.queue_page(w.st, clerk, overdue_only=False, page=1, size=1)
+    last = queue.queue_page(w.st, clerk, overdue_only=True, page=9, size=1)      # past the end: the last
+    assert (first.total, first.overdue_total, first.page, first.pages) == (2, 2, 1, 2)
+    assert (last.total, last.overdue_total, last.page, last.pages) == (2, 2, 2, 2)
+    assert first.items + last.items == over
     # flagged to the officer (his own) and to his supervisor, to nobody else
     assert len(queue.queue(w.st, wang, overdue_only=True)) == 2
     assert len(queue.queue(w.st, chief, overdue_only=True)) == 2
@@ -237,6 +243,8 @@ def test_queue_48_hours_officer_and_supervisor_and_labelled_leaves(station_world
     labels.label_recording(w.st, wang, "r1", labels.LabelInput(case_no="Q-1", counterpart="甲", content="检查",
                                                                place="某地"))
     assert [i["recording_id"] for i in queue.queue(w.st, chief, overdue_only=True)] == ["r2"]
+    assert [(p.total, p.overdue_total, [i["recording_id"] for i in p.items]) for p in
+            [queue.queue_page(w.st, chief, overdue_only=True, page=1, size=100)]] == [(1, 1, ["r2"])]
     assert audit(w, "label")[-1]["details"]["overdue"] is True
 
     # the command line (system clock: these recordings were ingested two months back)

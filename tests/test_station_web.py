@@ -47,6 +47,14 @@ def test_an_officer_sees_his_own_and_is_refused_anothers_with_an_audited_page(we
     assert resp.status == 403
     assert li.locator("h1").inner_text() == "无权访问" and "已记入审计日志" in li.inner_text("main")
     assert ("li", f"recording:{rec_id}") in audit(web, "not-allowed")
+    # the refusal says where to ask instead: the access-request form, this recording filled in
+    li.click("#ask")
+    assert li.url == f"{web.base_url}/requests?recording=%23{rec_id}"
+    assert li.input_value("input[name=recording]") == f"#{rec_id}"
+    li.select_option("select[name=action]", "view")
+    li.fill("#request-form input[name=reason]", "协助办案")
+    li.click("#request-form button[type=submit]")
+    assert ("li", f"recording:{rec_id}") in audit(web, "access-request")
 
 
 def test_wrong_password_forged_forms_expiry_and_sign_out(web, browser):

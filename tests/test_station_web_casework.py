@@ -14,7 +14,9 @@ import json
 import os
 import subprocess
 import zipfile
+from datetime import datetime
 from pathlib import Path
+from zoneinfo import ZoneInfo
 
 import httpx
 from sqlalchemy import select
@@ -147,15 +149,31 @@ def test_correct_a_label_see_its_history_case_page_checklist_and_holds(web, brow
     assert c.get("/cases/no-such-case").status_code == 404
     assert c.get(f"/cases/{CASE_NO}/checklist.exe").status_code == 404
 
-    # holds: the clerk places one with a reason; he cannot release it; the supervisor does
-    page.click("nav >> text=封存")
-    page.fill("#hold-place input[name=recording]", f"#{ids['r2']}")
+    # holds: the clerk places one with a reason, from the recording's page (which shows its
+    # retention end and that it is not held); he cannot release it; the supervisor does
+    with web.st.db.session() as s:
+        r2 = s.get(m.Recording, ids["r2"])
+        assert r2 is not None
+        kept_until = r2.retention_end_ns
+    page.goto(f"{web.base_url}/recordings/{ids['r2']}")
+    shown = page.inner_text("#retention")
+    if kept_until is None:                                # linked to an open case
+        assert "结案前一直保存" in shown, shown
+    else:                                                 # the stored end, as a date in the station's zone
+        day = datetime.fromtimestamp(kept_until / 1e9, ZoneInfo(web.st.cfg.timezone)).date().isoformat()
+        assert shown.startswith(f"{day} 止"), shown
+    assert page.inner_text("#holds").startswith("未封存")
+    page.click("#place-hold")
+    assert page.input_value("#hold-place input[name=recording]") == f"#{ids['r2']}"
     page.select_option("#hold-place select[name=kind]", "complaint")
     page.fill("#hold-place input[name=reason]", "当事人投诉，待核查")
     page.click("#hold-submit")
     assert page.locator("#holds tbody tr").count() == 1
     assert "投诉" in page.inner_text("#holds") and "当事人投诉，待核查" in page.inner_text("#holds")
     assert page.locator("#holds form.release").count() == 0
+    page.goto(f"{web.base_url}/recordings/{ids['r2']}")
+    assert "投诉" in page.inner_text("#holds") and "封存期间不销毁" in page.inner_text("#retention")
+    page.goto(f"{web.base_url}/holds")
     with web.st.db.session() as s:
         hold = s.scalars(select(m.Hold)).one()
     assert (hold.recording, hold.kind, hold.placed_by) == (ids["r2"], "complaint", "clerk")

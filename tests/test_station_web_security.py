@@ -383,6 +383,7 @@ def test_an_officer_cannot_fetch_another_officers_media(web):
         # pressing 播放 himself: refused by the access rules, audited
         r = li.post(f"/recordings/{mine.id}/play", data={"csrf": li.csrf, "reason": "好奇"})
         assert r.status_code == 403 and audit_count(w, "view-refused", "li") == 1
+        assert f'href="/requests?recording=%23{mine.id}"' in r.text          # where to ask instead
         # with an approved request he may: the page, the playlist and the original bytes
         req = request_access(w.st, w.user("li"), mine.id, "view", "协助办案")
         approve(w.st, w.user("chief"), req.id, hours=2)

@@ -11,6 +11,7 @@ results. What this proves and what only a Pi's dwc2 can: docs/usb-gadget-vm.md.
 """
 from __future__ import annotations
 
+import configparser
 import json
 import sys
 import time
@@ -99,6 +100,13 @@ def test_device_detects_docking_and_link_starts_once_it_has_its_address(vm):
     # the watcher retried the same link once the address was there (firmware/docking.py)
     assert r["link_after_address"] == {"events": ["dock"], "links_made": 1, "listening": [DEVICE_ADDRESS, PORT]}
     assert r["interfaces"]["device"] == "usb0" and r["interfaces"]["dock"].startswith("usb")
+    # the device's NetworkManager profile (deploy/network/bodycam-dock.nmconnection) comes up on
+    # whichever configuration the host chose: it matches every name the kernel gave
+    profile = configparser.ConfigParser()
+    profile.read(ROOT / "deploy/network/bodycam-dock.nmconnection")
+    assert "interface-name" not in profile["connection"]
+    matched = {n for n in profile["match"]["interface-name"].split(";") if n}
+    assert set(r["function_ifnames"].values()) <= matched, r["function_ifnames"]
     # both ends' MACs are derived from the serial, so stable across boots (hw/usb_gadget.py)
     assert r["macs"] == {"device": derived_mac(vm["device_id"], "ncm-device"),
                          "dock": derived_mac(vm["device_id"], "ncm-host")}

@@ -11,9 +11,11 @@ leaves the queue.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import ColumnElement, Select, and_, func, select
+from sqlalchemy.orm import Session
 
 from station.access.accounts import has_role
 from station.app import Station
@@ -37,33 +39,78 @@ def visible_officers(st: Station, user: m.User) -> set[str] | None:
     return out
 
 
+@dataclass(frozen=True)
+class QueuePage:
+    """One page of the queue and the whole queue's totals (what the web page shows)."""
+    items: list[dict[str, Any]]
+    total: int
+    overdue_total: int
+    page: int                   # the page shown: the one asked for, or the last one past the end
+    pages: int
+
+
+def _unlabelled(st: Station, user: m.User, officer: str | None) -> Select[Any]:
+    """The stored recordings with no current label that ``user`` may see (a WHERE, no columns)."""
+    scope = visible_officers(st, user)
+    labelled = select(m.Label.recording).where(m.Label.current.is_(True))
+    q = select(m.Recording.id).where(m.Recording.status == "stored", m.Recording.id.not_in(labelled))
+    if officer is not None:
+        q = q.where(m.Recording.officer_id == officer)
+    if scope is not None:
+        q = q.where(m.Recording.officer_id.in_(sorted(scope)))
+    return q
+
+
+def _overdue(now: int, deadline_ns: int) -> ColumnElement[bool]:
+    """Past the deadline, strictly (48 h 0 s is still in time); never-timed rows are not overdue."""
+    return and_(m.Recording.ingested_ns.is_not(None), m.Recording.ingested_ns < now - deadline_ns)
+
+
+def _items(st: Station, s: Session, where: Select[Any], now: int, deadline_ns: int,
+           offset: int = 0, limit: int | None = None) -> list[dict[str, Any]]:
+    cols = (m.Recording.id, m.Recording.device_id, m.Recording.recording_id, m.Recording.name,
+            m.Recording.officer_id, m.Recording.start_wall_ns, m.Recording.ingested_ns)
+    q = (select(*cols).where(m.Recording.id.in_(where.scalar_subquery()))
+         .order_by(m.Recording.ingested_ns, m.Recording.id).offset(offset).limit(limit))
+    rows = s.execute(q).all()
+    wanted = {r.officer_id for r in rows if r.officer_id}
+    officers = {u.officer_no: (u.display_name, u.supervisor) for u in
+                s.execute(select(m.User.officer_no, m.User.display_name, m.User.supervisor)
+                          .where(m.User.officer_no.in_(sorted(wanted))))} if wanted else {}
+    out = []
+    for r in rows:
+        ingested = r.ingested_ns if r.ingested_ns is not None else now
+        age = now - ingested
+        name, supervisor = officers.get(r.officer_id, (None, None)) if r.officer_id else (None, None)
+        out.append({"recording": r.id, "device_id": r.device_id, "recording_id": r.recording_id,
+                    "name": r.name, "officer_id": r.officer_id, "officer": name, "supervisor": supervisor,
+                    "start_wall_ns": r.start_wall_ns, "ingested_ns": ingested, "age_ns": age,
+                    "age_hours": age // NS_PER_HOUR, "deadline_ns": ingested + deadline_ns,
+                    "overdue": age > deadline_ns})
+    return out
+
+
 def queue(st: Station, user: m.User, *, overdue_only: bool = False, officer: str | None = None) -> list[dict[str, Any]]:
     """The unlabelled recordings ``user`` may see, oldest transfer first."""
-    now = st.now_ns()
-    deadline_ns = st.cfg.labels.deadline_hours * NS_PER_HOUR
-    scope = visible_officers(st, user)
+    now, deadline_ns = st.now_ns(), st.cfg.labels.deadline_hours * NS_PER_HOUR
+    where = _unlabelled(st, user, officer)
+    if overdue_only:
+        where = where.where(_overdue(now, deadline_ns))
     with st.db.session() as s:
-        labelled = select(m.Label.recording).where(m.Label.current.is_(True))
-        q = select(m.Recording).where(m.Recording.status == "stored", m.Recording.id.not_in(labelled))
-        if officer is not None:
-            q = q.where(m.Recording.officer_id == officer)
-        if scope is not None:
-            q = q.where(m.Recording.officer_id.in_(sorted(scope)))
-        recs = list(s.scalars(q.order_by(m.Recording.ingested_ns, m.Recording.id)))
-        officers = {u.officer_no: u for u in s.scalars(select(m.User).where(m.User.officer_no.is_not(None)))}
-    out = []
-    for rec in recs:
-        ingested = rec.ingested_ns if rec.ingested_ns is not None else now
-        age = now - ingested
-        overdue = age > deadline_ns
-        if overdue_only and not overdue:
-            continue
-        who = officers.get(rec.officer_id) if rec.officer_id else None
-        out.append({"recording": rec.id, "device_id": rec.device_id, "recording_id": rec.recording_id,
-                    "name": rec.name, "officer_id": rec.officer_id,
-                    "officer": who.display_name if who else None,
-                    "supervisor": who.supervisor if who else None,
-                    "start_wall_ns": rec.start_wall_ns, "ingested_ns": ingested, "age_ns": age,
-                    "age_hours": age // NS_PER_HOUR, "deadline_ns": ingested + deadline_ns,
-                    "overdue": overdue})
-    return out
+        return _items(st, s, where, now, deadline_ns)
+
+
+def queue_page(st: Station, user: m.User, *, overdue_only: bool, page: int, size: int) -> QueuePage:
+    """Page ``page`` (1-based; past the end: the last) of ``queue()``, counted and cut in SQL: an
+    office that fell behind has thousands of unlabelled recordings and the page shows ``size``."""
+    now, deadline_ns = st.now_ns(), st.cfg.labels.deadline_hours * NS_PER_HOUR
+    where = _unlabelled(st, user, None)
+    with st.db.session() as s:
+        counted = where.with_only_columns(func.count(), func.count().filter(_overdue(now, deadline_ns)))
+        total, overdue_total = s.execute(counted).one()
+        if overdue_only:
+            where, total = where.where(_overdue(now, deadline_ns)), overdue_total
+        pages = max(1, -(-int(total) // size))
+        page = min(max(1, page), pages)
+        items = _items(st, s, where, now, deadline_ns, offset=(page - 1) * size, limit=size)
+    return QueuePage(items, int(total), int(overdue_total), page, pages)

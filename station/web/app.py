@@ -49,7 +49,7 @@ def create_app(st: Station) -> FastAPI:
 
     @app.exception_handler(Refused)
     async def _refused(request: Request, exc: Refused) -> Response:
-        return web.render(request, "not_allowed.html", 403, what=exc.what, why=exc.why,
+        return web.render(request, "not_allowed.html", 403, what=exc.what, why=exc.why, ask=exc.ask,
                           signed=web.signed_or_none(request))
 
     @app.middleware("http")

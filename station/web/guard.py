@@ -31,10 +31,11 @@ class Redirect(Exception):
 
 
 class Refused(Exception):
-    """Answered with the "无权访问" page (403); ``what`` was asked, ``why`` it was refused."""
+    """Answered with the "无权访问" page (403); ``what`` was asked, ``why`` it was refused; ``ask``:
+    the page where the refused user can ask for it instead (e.g. an access request for that recording)."""
 
-    def __init__(self, what: str, why: str) -> None:
-        self.what, self.why = what, why
+    def __init__(self, what: str, why: str, ask: str | None = None) -> None:
+        self.what, self.why, self.ask = what, why, ask
 
 
 class Web:
@@ -60,16 +61,16 @@ class Web:
             raise Redirect("/login")
         return signed
 
-    def need(self, signed: sessions.SignedIn, *roles: str, what: str) -> None:
+    def need(self, signed: sessions.SignedIn, *roles: str, what: str, ask: str | None = None) -> None:
         """Refuse (audited) unless the signed-in user holds one of ``roles``."""
         if not has_role(signed.user, *roles):
             self.refuse(signed, what, f"needs role {' or '.join(roles)}",
-                        f"需要角色：{'、'.join(ROLE_ZH[r] for r in roles)}")
+                        f"需要角色：{'、'.join(ROLE_ZH[r] for r in roles)}", ask=ask)
 
-    def refuse(self, signed: sessions.SignedIn, what: str, reason: str, why_zh: str) -> None:
-        """Audit a refusal and answer with the "无权访问" page."""
+    def refuse(self, signed: sessions.SignedIn, what: str, reason: str, why_zh: str, ask: str | None = None) -> None:
+        """Audit a refusal and answer with the "无权访问" page (``ask``: where to ask for it instead)."""
         self.st.trail.event("not-allowed", actor=signed.user.username, subject=what, reason=reason, via="web")
-        raise Refused(what, why_zh)
+        raise Refused(what, why_zh, ask)
 
     def refuse_fetch(self, signed: sessions.SignedIn, what: str, reason: str) -> PlainTextResponse:
         """Audit a refused fetch that is no page (a playlist, a segment: the player asked, or someone

@@ -177,6 +177,10 @@ def run_device(job: dict[str, Any], res: Results, ns: str, station: subprocess.P
                        "the host's NCM network interface")[0]
     dev_if = gadget.fs.read(f"{gadget.dir}/functions/ncm.usb0/ifname")
     res["interfaces"] = {"device": dev_if, "dock": host_if}
+    # the name the kernel gave each network function's interface (NCM and ECM: the host picks
+    # one configuration, so the device's NetworkManager profile must match both)
+    res["function_ifnames"] = {f: gadget.fs.read(f"{gadget.dir}/functions/{f}/ifname")
+                               for f in ("ncm.usb0", "ecm.usb0")}
     res["macs"] = {"device": read(Path("/sys/class/net") / dev_if / "address"),
                    "dock": read(Path("/sys/class/net") / host_if / "address")}
 

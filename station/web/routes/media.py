@@ -22,7 +22,8 @@ def register(app: FastAPI, web: Web) -> None:
         try:
             playbacks.start(st, signed.token_sha256, signed.user, rec_id, reason)
         except NotAllowed as exc:
-            raise Refused(f"查看录像 {rec_id}", f"{exc}。请先提出调阅申请。") from None
+            raise Refused(f"查看录像 {rec_id}", f"{exc}。请先提出调阅申请。",
+                          ask=f"/requests?recording=%23{rec_id}") from None
         except (Conflict, NotFound, StationError) as exc:
             return web.render(request, "not_allowed.html", 409, signed=signed, what=f"播放录像 {rec_id}",
                               why=str(exc))

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fastapi import FastAPI, Request
 from fastapi.responses import HTMLResponse, Response
 
-from station.casework.queue import queue
+from station.casework.queue import queue_page
 from station.web.guard import STAFF, Web
 
 PAGE_SIZE = 100
@@ -21,8 +21,6 @@ def register(app: FastAPI, web: Web) -> None:
     def label_queue(request: Request, overdue: str = "", page: str = "1") -> Response:
         signed = web.who(request)
         web.need(signed, "officer", *STAFF, what="view the labelling queue")
-        items = queue(st, signed.user, overdue_only=overdue == "1")
-        pages = max(1, -(-len(items) // PAGE_SIZE))
         error = ""
         try:
             number = int(page)
@@ -30,9 +28,8 @@ def register(app: FastAPI, web: Web) -> None:
                 raise ValueError(page)
         except ValueError:
             number, error = 1, f"页码无效：{page}（应为正整数）"
-        number = min(number, pages)              # past the end: the last page
-        shown = items[(number - 1) * PAGE_SIZE:number * PAGE_SIZE]
-        return web.render(request, "queue.html", signed=signed, items=shown, overdue=overdue == "1",
-                          hours=st.cfg.labels.deadline_hours, total=len(items),
-                          overdue_total=sum(1 for i in items if i["overdue"]), page=number, pages=pages,
+        shown = queue_page(st, signed.user, overdue_only=overdue == "1", page=number, size=PAGE_SIZE)
+        return web.render(request, "queue.html", signed=signed, items=shown.items, overdue=overdue == "1",
+                          hours=st.cfg.labels.deadline_hours, total=shown.total,
+                          overdue_total=shown.overdue_total, page=shown.page, pages=shown.pages,
                           error=error)

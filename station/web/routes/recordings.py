@@ -17,6 +17,8 @@ from station.cli.common import parse_time
 from station.clock import NS_PER_HOUR
 from station.db import models as m
 from station.errors import InvalidInput, NotAllowed, StationError
+from station.keeping import holds as holding
+from station.keeping import retention
 from station.web.guard import STAFF, Refused, Web
 
 PAGE_SIZE = 100
@@ -68,7 +70,7 @@ def register(app: FastAPI, web: Web) -> None:
             if not staff and (rec is None or not (
                     (signed.user.officer_no and rec.officer_id == signed.user.officer_no)
                     or live_grant(s, signed.user.username, rec.id, "view", st.now_ns()))):
-                web.need(signed, *STAFF, what=f"recording:{rec_id}")
+                web.need(signed, *STAFF, what=f"recording:{rec_id}", ask=f"/requests?recording=%23{rec_id}")
             assert rec is not None
             segs = s.scalars(select(m.Segment).where(m.Segment.recording == rec_id).order_by(m.Segment.index)).all()
             stops = s.scalars(select(m.Interruption).where(
@@ -77,6 +79,9 @@ def register(app: FastAPI, web: Web) -> None:
                 m.Interruption.wall_ns <= (rec.end_wall_ns or 0) + NS_PER_HOUR).order_by(m.Interruption.wall_ns)).all()
             labels = s.scalars(select(m.Label).where(m.Label.recording == rec_id).order_by(m.Label.version)).all()
             docking = s.get(m.Docking, rec.docking_id) if rec.docking_id else None
+            kept = retention.explain(st.cfg, s, rec) if rec.status == "stored" else None
+            held = [(h.id, holding.KINDS_ZH.get(h.kind, h.kind), h.text, h.placed_by, h.placed_ns)
+                    for h in retention.active_holds(s, rec.id)]
         playing = request.query_params.get("playing") == "1"
         if playing:
             try:
@@ -86,7 +91,8 @@ def register(app: FastAPI, web: Web) -> None:
         return web.render(request, "recording.html", signed=signed, rec=rec, segs=segs, stops=stops, labels=labels,
                           docking=docking, playing=playing, may_label=may_label(signed.user, rec) and not any(
                               lab.current for lab in labels) and rec.status == "stored",
-                          categories=st.cfg.labels.categories,
+                          categories=st.cfg.labels.categories, kept=kept, held=held,
+                          may_hold=has_role(signed.user, *holding.PLACE_ROLES) and rec.status == "stored",
                           label_error=request.query_params.get("label_error", ""))
 
     @app.post("/recordings/{rec_id}/label")
