@@ -174,6 +174,25 @@ def _sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+
+def _cut_back(path: Path, name: str, data: bytes, cut: int, attachments: list[dict[str, Any]],
+              root: Path) -> int:
+    """Keep ``data[cut:]`` as the attested ``<name>.cut-at-<cut>`` (once: a rerun finds it among
+    ``attachments``) and truncate ``path`` to ``cut``, durably. Returns the bytes cut off."""
+    tail = data[cut:]
+    cut_path = path.with_name(f"{name}{CUT_INFIX}{cut}")
+    rel = records.relpath_in(root, cut_path)
+    if not any(a["path"] == rel for a in attachments):
+        _write_new(cut_path, tail)
+        attachments.append(records.file_attestation(rel, _sha(tail), len(tail), "salvage-cut"))
+    fd = os.open(path, os.O_WRONLY)
+    try:
+        os.ftruncate(fd, cut)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return len(tail)
+
 def _write_new(path: Path, data: bytes) -> None:
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o444)
     try:
@@ -305,19 +324,7 @@ def salvage_file(path: Path, root: Path, previous: dict[str, Any] | None = None,
     attachments = _existing_cuts(final_path.name, path.parent, attested, root)
     if cut < len(data):
         assert is_part or sealed_facts is not None, "an unsealed closed segment is never cut"
-        tail = data[cut:]
-        cut_path = path.with_name(f"{final_path.name}{CUT_INFIX}{cut}")
-        rel = records.relpath_in(root, cut_path)
-        if not any(a["path"] == rel for a in attachments):
-            _write_new(cut_path, tail)
-            attachments.append(records.file_attestation(rel, _sha(tail), len(tail), "salvage-cut"))
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, cut)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        result.cut_bytes = len(tail)
+        result.cut_bytes = _cut_back(path, final_path.name, data, cut, attachments, root)
     if is_part and path != final_path:
         os.rename(path, final_path)
     fsync_dir(path.parent)
@@ -402,23 +409,12 @@ def salvage_encrypted_note(path: Path, root: Path, attested: set[str]) -> dict[s
     attachments = _existing_cuts(path.name, path.parent, attested, root)
     facts: dict[str, Any] = {k: note[k] for k in _NOTE_FACTS if k in note}
     if cut < len(data):
-        tail = data[cut:]
-        cut_path = path.with_name(f"{path.name}{CUT_INFIX}{cut}")
-        rel = records.relpath_in(root, cut_path)
-        if not any(a["path"] == rel for a in attachments):
-            _write_new(cut_path, tail)
-            attachments.append(records.file_attestation(rel, _sha(tail), len(tail), "salvage-cut"))
-        fd = os.open(path, os.O_WRONLY)
-        try:
-            os.ftruncate(fd, cut)
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        cut_bytes = _cut_back(path, path.name, data, cut, attachments, root)
         for k in ("samples", "duration_ms", "end"):   # they describe the whole note
             facts.pop(k, None)
-        facts["salvage"] = {"cut_at": "sync-index", "cut_bytes": len(tail), "original_size": len(data)}
+        facts["salvage"] = {"cut_at": "sync-index", "cut_bytes": cut_bytes, "original_size": len(data)}
         log.warning("salvage: voice note %s cut back to its last whole chunk (%d bytes cut off)",
-                    path.name, len(tail))
+                    path.name, cut_bytes)
     os.chmod(path, 0o444)
     fsync_dir(path.parent)
     body = data[:cut]

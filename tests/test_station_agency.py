@@ -311,6 +311,15 @@ def _dock_any(w: StationWorld, name: str, recordings: dict[str, int] | None = No
         link.stop()
 
 
+def _dock_cli(w: StationWorld, dev, cert: Path, name: str) -> subprocess.CompletedProcess[str]:
+    """``station dock`` as the dock service runs it, against ``dev``'s link (certificate ``cert``)."""
+    link = w.dock.start_link(dev, cert_file=str(cert), crl_file=str(w.dock.base / f"{name}-crl.pem"))
+    try:
+        return w.cli("dock", "--device-address", "127.0.0.1", "--port", str(link.address[1]), timeout=300)
+    finally:
+        link.stop()
+
+
 def _on_device(dev) -> set[str]:
     return {p.relative_to(dev.root).as_posix() for p in dev.root.rglob("*.ts")}
 
@@ -454,12 +463,7 @@ def test_a_docking_killed_between_its_spool_record_and_its_receipt_loses_nothing
             assert again.status == "ok" and again.spooled and again.purged and not _on_device(dev)
             # `station dock` says so, exits 0 (the device has its receipt) and leaves the sync for later
             w.record("a", {"r3": 1})
-            link = w.dock.start_link(dev, cert_file=str(w.dock.base / "a-cert.pem"),
-                                     crl_file=str(w.dock.base / "a-crl.pem"))
-            try:
-                r = w.cli("dock", "--device-address", "127.0.0.1", "--port", str(link.address[1]), timeout=300)
-            finally:
-                link.stop()
+            r = _dock_cli(w, dev, w.dock.base / "a-cert.pem", "a")
             assert r.returncode == 0, r.stderr
             out = json.loads(r.stdout)
             assert out["status"] == "ok" and out["docking"] == 0 and out["spooled"] and out["purged"] == 1
@@ -517,12 +521,7 @@ def test_a_docking_syncs_to_the_agency_store_right_after_its_receipt(sqlite_stat
     join_agency(w, weed_server)
     w.record("dev", {"r1": 2})
     dev = w.devices["dev"]
-    link = w.dock.start_link(dev, cert_file=str(w.dock.device_cert(dev.pem, "dev")),
-                             crl_file=str(w.dock.base / "dev-crl.pem"))
-    try:
-        r = w.cli("dock", "--device-address", "127.0.0.1", "--port", str(link.address[1]), timeout=300)
-    finally:
-        link.stop()
+    r = _dock_cli(w, dev, w.dock.device_cert(dev.pem, "dev"), "dev")
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["status"] == "ok" and "synced to the agency store" in r.stderr
     assert not _on_device(dev)                        # receipted first
@@ -536,12 +535,7 @@ def test_a_docking_syncs_to_the_agency_store_right_after_its_receipt(sqlite_stat
     from tests.seaweed import free_ports
     w.config_path.write_text(text.replace(weed_server.s3_url, f"http://127.0.0.1:{free_ports(1)[0]}"),
                              encoding="utf-8")
-    link = w.dock.start_link(dev, cert_file=str(w.dock.base / "dev-cert.pem"),
-                             crl_file=str(w.dock.base / "dev-crl.pem"))
-    try:
-        r = w.cli("dock", "--device-address", "127.0.0.1", "--port", str(link.address[1]), timeout=300)
-    finally:
-        link.stop()
+    r = _dock_cli(w, dev, w.dock.base / "dev-cert.pem", "dev")
     assert r.returncode == 0, r.stderr
     assert "the sync after the docking did not finish" in r.stderr and not _on_device(dev)
     w.config_path.write_text(text, encoding="utf-8")
