@@ -489,6 +489,43 @@ def test_a_docking_killed_between_its_spool_record_and_its_receipt_loses_nothing
         cluster.destroy()
 
 
+def test_a_partial_docking_spooled_offline_replays_its_quarantined_file(weed_server, tmp_path):
+    """A segment damaged on the device while the catalogue is away: the docking is partial, the intact
+    files are receipted and purged, the damaged one stays on the device; the replay writes the same
+    quarantine row and the partial ledger row a live docking would, and the station verifies."""
+    from tests.test_dock_partial import flip_byte
+    cluster = PgCluster()
+    try:
+        w = make_station_world(tmp_path / "s1", cluster.create_database(), "postgresql")
+        join_agency(w, weed_server)
+        assert _dock_any(w, "a", {"r1": 1}).status == "ok"
+        w.record("a", {"r2": 2})
+        dev, a_id = w.devices["a"], device_id_for_pem(w.devices["a"].pem)
+        damaged = "recordings/r2/r2_00001.ts"
+        flip_byte(dev.root / damaged)
+        w.st.close()
+        cluster.stop("fast")
+        try:
+            rep = _dock_any(w, "a")
+            assert (rep.status, rep.docking_id, rep.receipt_refused) == ("partial", 0, None), rep.detail
+            assert rep.spooled and sorted(rep.purged) == ["recordings/r2/r2_00000.ts"]
+            assert _on_device(dev) == {damaged}                  # kept on the device, fetched again next time
+        finally:
+            cluster.start()
+        st = w.reopen()
+        assert sync(st).spool == {"replayed": 1, "already": 0, "waiting": 0, "blocked": None}
+        with st.db.session() as s:
+            [dock] = s.scalars(select(m.Docking).where(m.Docking.spool_ref.is_not(None))).all()
+            quarantined = [(q.device_id, q.docking_id, q.path, q.reason)
+                           for q in s.scalars(select(m.QuarantinedFile))]
+        assert (dock.device_id, dock.status) == (a_id, "partial")
+        assert quarantined == [(a_id, dock.id, damaged, "SegmentHashMismatch")]
+        assert verify_station(st, files=True).ok
+        w.st.close()
+    finally:
+        cluster.destroy()
+
+
 def test_a_spool_that_does_not_hold_together_is_refused_and_nothing_is_replayed(sqlite_station_world):
     w = sqlite_station_world
     rep = w.dock_device("dev", {"r1": 1})
