@@ -34,41 +34,20 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from sqlalchemy import select  # noqa: E402
 
-from station import config as station_config  # noqa: E402
-from station.app import Station  # noqa: E402
 from station.db import models as m  # noqa: E402
-from station.setup import init_station  # noqa: E402
 from station.storage import open_store  # noqa: E402
 from station.sync import sync, verify_from_store  # noqa: E402
+from tests.agency_world import another_station, join_agency  # noqa: E402
 from tests.media_fixture import WALL0, make_recording  # noqa: E402
-from tests.netns import DockWorld  # noqa: E402
 from tests.pg import PgCluster  # noqa: E402
-from tests.seaweed import ACCESS_KEY, BUCKET, WeedServer, operator, s3_client  # noqa: E402
+from tests.seaweed import BUCKET, WeedServer, operator, s3_client  # noqa: E402
 from tests.station_fixture import StationWorld, make_station_world  # noqa: E402
 
 
 def _station(base: Path, url: str, name: str, first: StationWorld | None, server: WeedServer,
              prefix: str) -> StationWorld:
-    if first is None:
-        w = make_station_world(base, url, "postgresql")
-    else:
-        dock = DockWorld.create(base)
-        path = dock.dock_config("127.0.0.1", 8443)
-        text = path.read_text(encoding="utf-8").replace(
-            "[dock]\n", f'database_url = "{url}"\nname = "{name}"\n[dock]\n', 1)
-        path = base / "station.toml"
-        path.write_text(text, encoding="utf-8")
-        init_station(path)
-        dock.config_path = path
-        w = StationWorld(dock, path, "postgresql", first.clock,
-                         Station.open(station_config.load(path), first.clock))
-    secret = base / "store-secret"
-    secret.write_text(server.secret_key, encoding="utf-8")
-    secret.chmod(0o600)
-    with open(w.config_path, "a", encoding="utf-8") as f:
-        f.write(f'\n[agency]\nkind = "s3"\nendpoint_url = "{server.s3_url}"\nbucket = "{BUCKET}"\n'
-                f'prefix = "{prefix}"\naccess_key = "{ACCESS_KEY}"\nsecret_key_file = "{secret}"\n')
-    w.reopen()
+    w = make_station_world(base, url, "postgresql") if first is None else another_station(base, url, first, name)
+    join_agency(w, server, prefix=prefix, connect_timeout_s=5.0, read_timeout_s=120.0)   # the defaults
     return w
 
 

@@ -157,6 +157,11 @@ def test_the_bench_socket_drives_the_device(tmp_path):
         assert 115 <= low["payload"]["permille"] <= 120
         events.wait("low-battery cue", lambda e: e["event"] == "cue" and e["name"] == "low-battery")
         assert rig.send("show")["show"]["state"] == "recording"
+        # the fuel gauge stops answering: journaled once, the recording goes on; then it answers again
+        assert rig.send("battery fail")["ok"]
+        gauge = events.wait("battery-gauge-error", journal("battery-gauge-error"))
+        assert "simulated gauge fault" in gauge["payload"]["error"]
+        assert rig.send("battery ok")["state"] == "recording"
 
         # a camera stall ends the recording with a reason owed; it resumes when frames return
         events.mark()

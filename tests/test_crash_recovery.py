@@ -185,15 +185,17 @@ def test_kill_inside_first_segment_is_signed_with_the_time_it_was_recorded(tmp_p
 # in a child process that is SIGKILLed at a named crash point of segment 0's closing, at a
 # moment chosen by the test, not by timing: the capture thread is held just before it
 # closes segment 1 (so segment 1's part file holds about a second of frames) and only then
-# does the closer thread, waiting at the crash point, kill the process.
-_KILL_WHILE_SEGMENT_1_IS_OPEN = r"""
+# does the closer thread, waiting at the crash point, kill the process. Arguments: the
+# directory, the crash point, the segment length in seconds, then any age recipients (none:
+# in clear; tests/test_encryption.py runs the same kill points encrypted).
+KILL_WHILE_SEGMENT_1_IS_OPEN = r"""
 import os, signal, sys, threading
 from pathlib import Path
 import recorder.segmenter as segmenter
 from tests.conftest import sim_pipeline
 from tests.media_fixture import new_device
 
-point = sys.argv[2]
+point, segment_seconds, recipients = sys.argv[2], int(sys.argv[3]), tuple(sys.argv[4:])
 dev = new_device(Path(sys.argv[1]))
 dev.journal.append("boot", {"firmware": "test"})
 segment_1_written = threading.Event()
@@ -214,7 +216,7 @@ segmenter.Segmenter._rotate = rotate
 segmenter.crashpoint = crashpoint
 if point == "segment-before-sync":   # closed by the capture thread, not yet synced by the closer
     segmenter.HashingFile.close_synced = lambda self: crashpoint(point)
-p = sim_pipeline(dev.root, fps=30, segment_seconds=1)
+p = sim_pipeline(dev.root, fps=30, segment_seconds=segment_seconds, recipients=recipients)
 p.sink, p.on_event = dev.sealer, dev.journal.append
 p.run(10)
 sys.exit("the crash point was never reached")
@@ -230,7 +232,7 @@ def test_kill_between_close_and_seal_of_a_segment_loses_no_frame(tmp_path, point
     still runs on without a gap into segment 1."""
     from recorder.salvage import recover
     from tests.media_fixture import open_device
-    r = subprocess.run([sys.executable, "-c", _KILL_WHILE_SEGMENT_1_IS_OPEN, str(tmp_path), point],
+    r = subprocess.run([sys.executable, "-c", KILL_WHILE_SEGMENT_1_IS_OPEN, str(tmp_path), point, "1"],
                        capture_output=True, text=True, cwd=REPO, timeout=180)
     assert r.returncode == -signal.SIGKILL, r.stderr
     [rdir] = (tmp_path / "dev-evidence" / "recordings").iterdir()

@@ -24,6 +24,7 @@ from recorder.verify import SegmentExtra, verify_directory
 from station.keys import opening
 from tests.conftest import sim_pipeline
 from tests.media_fixture import new_device, open_device
+from tests.test_crash_recovery import KILL_WHILE_SEGMENT_1_IS_OPEN
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(not (shutil.which("age") and shutil.which("age-keygen")),
@@ -255,41 +256,6 @@ def test_encrypted_voice_note_is_attested_and_opens_with_the_agency_key(tmp_path
 
 
 # ---- power loss: the crash test's kill points, encrypted -----------------------------------
-_KILL = r"""
-import os, signal, sys, threading
-from pathlib import Path
-import recorder.segmenter as segmenter
-from tests.conftest import sim_pipeline
-from tests.media_fixture import new_device
-
-point, recipient = sys.argv[2], sys.argv[3]
-dev = new_device(Path(sys.argv[1]))
-dev.journal.append("boot", {"firmware": "test"})
-segment_1_written = threading.Event()
-real_rotate = segmenter.Segmenter._rotate
-
-def rotate(self):
-    if self._seg.index == 1:          # about to close segment 1: hold the capture thread here
-        segment_1_written.set()
-        threading.Event().wait()
-    real_rotate(self)
-
-def crashpoint(name, before=None):
-    if name == point:
-        assert segment_1_written.wait(120), "segment 1 was never written"
-        os.kill(os.getpid(), signal.SIGKILL)
-
-segmenter.Segmenter._rotate = rotate
-segmenter.crashpoint = crashpoint
-if point == "segment-before-sync":
-    segmenter.HashingFile.close_synced = lambda self: crashpoint(point)
-p = sim_pipeline(dev.root, fps=30, segment_seconds=2, recipients=(recipient,))
-p.sink, p.on_event = dev.sealer, dev.journal.append
-p.run(10)
-sys.exit("the crash point was never reached")
-"""
-
-
 @pytest.mark.parametrize("point", ["segment-before-sync", "segment-before-rename", "segment-before-seal"])
 def test_kill_points_salvage_to_the_last_whole_authenticated_chunk(tmp_path, keys, point):
     """Segment 0 (2 s) closed but not yet synced / renamed / sealed when the process dies, and
@@ -298,7 +264,7 @@ def test_kill_points_salvage_to_the_last_whole_authenticated_chunk(tmp_path, key
     sync index's facts. The station's key opens both; their plaintext is what the journal says."""
     from recorder.salvage import recover
     key, recipient = keys["agency"]
-    r = subprocess.run([sys.executable, "-c", _KILL, str(tmp_path), point, recipient],
+    r = subprocess.run([sys.executable, "-c", KILL_WHILE_SEGMENT_1_IS_OPEN, str(tmp_path), point, "2", recipient],
                        capture_output=True, text=True, cwd=REPO, timeout=180)
     assert r.returncode == -signal.SIGKILL, r.stderr
     [rdir] = (tmp_path / "dev-evidence" / "recordings").iterdir()

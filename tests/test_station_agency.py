@@ -32,25 +32,12 @@ from station.keeping import holds
 from station.recordings import find_recording
 from station.storage import StoreRefused, open_store
 from station.sync import file_key, sync, verify_from_store
+from tests.agency_world import another_station, join_agency
 from tests.pg import PgCluster
 from tests.seaweed import BUCKET, s3_client, weed_server  # noqa: F401
 from tests.station_fixture import StationWorld, make_station_world, sqlite_station_world  # noqa: F401
 
 S = 1_000_000_000
-
-
-def join_agency(w: StationWorld, server, **over) -> Station:
-    """Give the station the agency's ``[agency]`` settings (secret in a 0600 file) and reopen it."""
-    secret = w.config_path.parent / "store-secret"
-    secret.write_text(server.secret_key, encoding="utf-8")
-    secret.chmod(0o600)
-    a = {"kind": "s3", "endpoint_url": server.s3_url, "bucket": BUCKET, "access_key": "AGENCYSTATIONKEY",
-         "secret_key_file": str(secret), "connect_timeout_s": 1.0, "read_timeout_s": 30.0,
-         "prefix": f"t-{uuid.uuid4().hex[:12]}/", **over}     # each test its own agency in the bucket
-    body = "\n[agency]\n" + "".join(f"{k} = {json.dumps(v)}\n" for k, v in a.items())
-    with open(w.config_path, "a", encoding="utf-8") as f:
-        f.write(body)
-    return w.reopen()
 
 
 def _recordings(st: Station) -> dict[str, m.Recording]:
@@ -232,7 +219,7 @@ def test_without_the_agency_credentials_sync_is_refused(sqlite_station_world, we
 def test_two_stations_ingest_concurrently_into_one_catalogue_and_share_it(pg_cluster, weed_server, tmp_path):
     url = pg_cluster.create_database()
     w1 = make_station_world(tmp_path / "s1", url, "postgresql")
-    w2 = _second_station(tmp_path / "s2", url, w1)
+    w2 = another_station(tmp_path / "s2", url, w1)
     try:
         prefix = f"t-{uuid.uuid4().hex[:12]}/"
         st1, st2 = join_agency(w1, weed_server, prefix=prefix), join_agency(w2, weed_server, prefix=prefix)
@@ -272,22 +259,6 @@ def test_two_stations_ingest_concurrently_into_one_catalogue_and_share_it(pg_clu
     finally:
         w1.st.close()
         w2.st.close()
-
-
-def _second_station(base: Path, url: str, first: StationWorld) -> StationWorld:
-    """Another office's station, named station-2, on the first one's PostgreSQL catalogue (users shared)."""
-    from station.setup import init_station
-    from tests.netns import DockWorld
-    dock = DockWorld.create(base)
-    path = dock.dock_config("127.0.0.1", 8443)
-    text = path.read_text(encoding="utf-8").replace(
-        "[dock]\n", f'database_url = "{url}"\nname = "station-2"\n[dock]\n', 1)
-    path = base / "station.toml"
-    path.write_text(text, encoding="utf-8")
-    init_station(path)
-    dock.config_path = path
-    st = Station.open(station_config.load(path), first.clock)
-    return StationWorld(dock, path, "postgresql", first.clock, st)
 
 
 # ---- the shared catalogue away: dockings spooled, receipted, replayed once and in order ---------------------

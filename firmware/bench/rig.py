@@ -33,6 +33,11 @@ NS = 1_000_000_000
 PRESS_S, GAP_S = 0.15, 0.15     # one short press, as sim/scenario.py presses
 REPLY_TIMEOUT_S = 15.0          # a loop turn is one frame; this is only a backstop
 MAX_QUEUED_EVENTS = 10_000      # a subscriber that stops reading loses the oldest
+# bench commands that only set a simulated part: the command's name -> the sim.controls.Controls
+# method its parsed arguments (firmware/bench/commands.py) are passed to
+SIMULATOR_CONTROLS = {"camera-stall": "camera_stall", "mic": "microphone_dead", "battery": "battery_percent",
+                      "battery-gauge": "battery_gauge_fails", "storage": "storage_free", "gps": "gps_mode",
+                      "clock-step": "clock_step"}
 
 
 def _mode_text(mode: LampMode) -> str:
@@ -174,27 +179,9 @@ class Bench:
             queued.extend(steps)
             reply["done_in_s"] = round((max(self._due[button], now) - now
                                         + sum(d for d, _ in list(queued)[1:])) / NS, 3)
-        elif cmd.name == "camera-stall":
+        elif cmd.name in SIMULATOR_CONTROLS:
             assert c is not None
-            c.camera_stall(cmd.args[0])
-        elif cmd.name == "mic":
-            assert c is not None
-            c.microphone_dead(cmd.args[0])
-        elif cmd.name == "battery":
-            assert c is not None
-            c.battery_percent(cmd.args[0])
-        elif cmd.name == "battery-gauge":
-            assert c is not None
-            c.battery_gauge_fails(cmd.args[0])
-        elif cmd.name == "storage":
-            assert c is not None
-            c.storage_free(cmd.args[0])
-        elif cmd.name == "gps":
-            assert c is not None
-            c.gps_mode(*cmd.args)
-        elif cmd.name == "clock-step":
-            assert c is not None
-            c.clock_step(cmd.args[0])
+            getattr(c, SIMULATOR_CONTROLS[cmd.name])(*cmd.args)
         elif cmd.name == "dock":
             self.service.dock()
         elif cmd.name == "undock":
