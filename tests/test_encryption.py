@@ -7,6 +7,7 @@ reads and writes the same format; the third-party recipe checks an encrypted rec
 """
 import hashlib
 import io
+import itertools
 import os
 import shutil
 import signal
@@ -413,6 +414,34 @@ def test_an_encrypted_voice_note_cut_short_salvages_to_its_last_whole_chunk(tmp_
     ids = age.parse_identities(key.read_text())
     assert opening.plaintext(note.read_bytes(), _Keys(ids), enc, "note") == original[:age.CHUNK]
     assert not index.exists() and verify_directory(root, dev.pem).ok
+
+
+def test_a_voice_note_cut_short_plays_to_its_last_whole_adts_frame(tmp_path, keys):
+    """The station shows players a cut note up to its last whole ADTS frame (opening.playable):
+    the frame boundaries come from FFmpeg's demuxer on the whole note, not from our parser.
+    The rule for segments (whole 188-byte TS packets) would end inside a frame."""
+    from recorder.voice_note import seal_orphans
+    key, recipient = keys["agency"]
+    root, note, _ = orphan_note(tmp_path, recipient, 10)
+    original = age_decrypt(key, note).stdout
+    with av.open(io.BytesIO(original), format="adts") as c:
+        ends = list(itertools.accumulate(p.size for p in c.demux() if p.size))
+    assert ends[-1] == len(original)
+    note.chmod(0o644)
+    os.truncate(note, age.payload_start(note.read_bytes()) + age.CHUNK + age.TAG + 1000)
+    dev = open_device(tmp_path / "dev-key", root)
+    [rec] = seal_orphans(dev.store, dev.journal)
+    enc, path = rec.payload["encryption"], rec.payload["attachments"][0]["path"]
+    plain = opening.plaintext(note.read_bytes(), _Keys(age.parse_identities(key.read_text())), enc, "note")
+    assert plain == original[:age.CHUNK] and enc["complete"] is False
+    shown = opening.playable(plain, enc, path)
+    assert shown == original[:max(e for e in ends if e <= age.CHUNK)]
+    assert len(plain) // opening.TS_PACKET * opening.TS_PACKET not in ends   # the segment rule would not do
+    with av.open(io.BytesIO(shown), format="adts") as c:          # and it decodes to the end
+        decoded = sum(f.samples for p in c.demux() for f in p.decode())
+    assert decoded >= 1024 * (len([e for e in ends if e <= age.CHUNK]) - 1)
+    # a whole note (complete) is shown whole
+    assert opening.playable(original, {"complete": True}, path) == original
 
 
 def test_a_note_index_without_its_note_is_dropped(tmp_path, keys):

@@ -101,7 +101,8 @@ def segment_plaintext(st: Station, username: str, rec: m.Recording, seg: Segment
     catalogue: the bytes themselves, or, for a segment encrypted on the device, its plaintext
     decrypted with the agency key and checked against the journal's plaintext SHA-256 (an
     altered chunk or a wrong plaintext is an integrity alert, as a wrong hash is). A segment
-    salvaged after a power cut is cut back to whole TS packets for players."""
+    or voice note salvaged after a power cut is cut back to whole packets (TS) or frames (ADTS)
+    for players (``opening.playable``)."""
     if not opening.is_encrypted(data):
         return data
     journal = st.store / "devices" / rec.device_id / "mirror" / JOURNAL_NAME
@@ -113,7 +114,7 @@ def segment_plaintext(st: Station, username: str, rec: m.Recording, seg: Segment
                        reason=f"segment {seg.index} does not decrypt to what the device attested",
                        during=during, segment=seg.index, path=str(seg.path), error=str(exc)[:500])
         raise EvidenceDamaged(f"{exc}: {during} refused, an integrity alert is in the audit journal") from None
-    return opening.playable_ts(plain, enc) if not (enc or {}).get("complete", True) else plain
+    return opening.playable(plain, enc, seg.device_path)
 
 
 @dataclass(frozen=True)

@@ -60,7 +60,7 @@ def _plaintexts(copy_dir: Path, sources: list[str], keys: Keyring | None) -> byt
         enc = next((p.get("encryption") for p in _payloads(journal) if p.get("path") == path), None)
         data = (copy_dir / src).read_bytes()
         plain = opening.plaintext(data, keys, enc, src) if opening.is_encrypted(data) else data
-        out.append(plain if (enc or {}).get("complete", True) else opening.playable_ts(plain, enc))
+        out.append(opening.playable(plain, enc, path))
     return b"".join(out)
 
 

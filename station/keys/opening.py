@@ -78,6 +78,31 @@ def plaintext(data: bytes, keys: Keyring, enc: dict[str, Any] | None, what: str)
     return plain
 
 
+def playable(plain: bytes, enc: dict[str, Any] | None, path: str) -> bytes:
+    """What players get of the plaintext of ``path`` (a segment or a voice note): all of it,
+    unless salvage cut it back after a power cut (``complete`` false); then whole PES/TS packets
+    of a segment (:func:`playable_ts`) or whole ADTS frames of an AAC note (:func:`whole_adts_frames`)."""
+    if (enc or {}).get("complete", True):
+        return plain
+    if path.removesuffix(".age").endswith(".aac"):
+        return whole_adts_frames(plain)
+    return playable_ts(plain, enc)
+
+
+def whole_adts_frames(plain: bytes) -> bytes:
+    """A voice note is AAC in ADTS frames (a 7- or 9-byte header giving the frame's length);
+    cut back to its last whole authenticated chunk it ends inside a frame, which decoders
+    report as an error: players get the frames before the first one that is not whole."""
+    pos, n = 0, len(plain)
+    # syncword 0xFFF and layer 00 (ISO/IEC 14496-3, 1.A.2.2.1), then the 13-bit frame length
+    while pos + 7 <= n and plain[pos] == 0xFF and plain[pos + 1] & 0xF6 == 0xF0:
+        length = ((plain[pos + 3] & 0x03) << 11) | (plain[pos + 4] << 3) | (plain[pos + 5] >> 5)
+        if length < 7 or pos + length > n:
+            break
+        pos += length
+    return plain[:pos]
+
+
 def playable_ts(plain: bytes, enc: dict[str, Any] | None = None) -> bytes:
     """A salvaged segment's plaintext ends where its last whole chunk ended, perhaps inside a
     PES packet or a TS packet: for players, up to where its last whole PES ends (the device's
