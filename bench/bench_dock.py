@@ -11,7 +11,10 @@ to exit. Prints both rates and their ratio.
 rack does: N device namespaces, each with its own veth link and its own ``bodycam
 dock serve``, and N ``station dock --device-address ...`` processes started together.
 It prints the aggregate rate (all bytes / wall time until the last one exits) and its
-ratio to the single docking's rate measured in the same run.
+ratio to the single docking's rate. Single and rack runs alternate (single, rack, single,
+rack, ...), and each rack run's ratio is to the single docking just before it: on a shared
+machine the speed of both drifts between minutes-apart phases by more than the effect
+measured. The summary gives the ratio of the medians and the median of the runs' ratios.
 
 Each rate line also prints the CPU seconds (user+sys) per GB moved of each process kind:
 ``station dock`` (the station side, start-up included), ``bodycam dock serve`` (the device
@@ -343,9 +346,13 @@ def main() -> int:
         print(f"payload per device: {dev.files} segments + journal, {dev.nbytes / 1e6:.1f} MB")
         if args.profile:
             args.profile.mkdir(parents=True, exist_ok=True)
-        dock_rates, plain_rates = [], []
-        cpu1 = Cpu()
+        dock_rates, plain_rates, agg, ratios = [], [], [], []
+        cpu1, cpun = Cpu(), Cpu()
         wall1 = 0.0
+        total = sum(x.nbytes for x in devs)
+        rack = args.concurrent > 1
+        # single and rack runs alternate, so each ratio compares runs seconds apart: on a shared
+        # machine the speed drifts by more than the effect measured between minutes-apart phases
         for i in range(args.repeat):
             dt_dock = single(world, base, dev, i, args.profile, cpu1)
             dt_plain = plain(base, dev, i, cpu1)
@@ -354,6 +361,12 @@ def main() -> int:
             plain_rates.append(dev.nbytes / dt_plain / 1e6)
             print(f"run {i}: dock {dt_dock:.2f} s ({dock_rates[-1]:.1f} MB/s), "
                   f"plain {dt_plain:.2f} s ({plain_rates[-1]:.1f} MB/s)", flush=True)
+            if rack:
+                dt = concurrent(world, base, devs, i, cpun)
+                agg.append(total / dt / 1e6)
+                ratios.append(agg[-1] / dock_rates[-1])
+                print(f"rack run {i}: {len(devs)} devices, {total / 1e6:.1f} MB in {dt:.2f} s "
+                      f"({agg[-1]:.1f} MB/s aggregate; {ratios[-1]:.2f}x run {i}'s single docking)", flush=True)
         one, p = median(dock_rates), median(plain_rates)
         print(f"median: dock offload {one:.1f} MB/s (TLS + Range + verify + S3 + ledger + receipt + purge), "
               f"plain TCP copy {p:.1f} MB/s; dock/plain = {one / p:.2f}")
@@ -361,18 +374,11 @@ def main() -> int:
         cores = cpu1.seconds("station-dock", "device-serve") / wall1
         print(f"one docking keeps {cores:.2f} cores busy on average (both ends, CPU-s / wall s): "
               f"on {os.cpu_count()} cores, concurrent/single can reach at most {(os.cpu_count() or 1) / cores:.2f}")
-        if args.concurrent > 1:
-            total = sum(x.nbytes for x in devs)
-            agg = []
-            cpun = Cpu()
-            for i in range(args.repeat):
-                dt = concurrent(world, base, devs, i, cpun)
-                agg.append(total / dt / 1e6)
-                print(f"rack run {i}: {len(devs)} devices, {total / 1e6:.1f} MB in {dt:.2f} s "
-                      f"({agg[-1]:.1f} MB/s aggregate)", flush=True)
+        if rack:
             a = median(agg)
-            print(f"median: {len(devs)} concurrent dockings {a:.1f} MB/s aggregate; "
-                  f"concurrent/single = {a / one:.2f}")
+            print(f"median: {len(devs)} concurrent dockings {a:.1f} MB/s aggregate; concurrent/single = "
+                  f"{a / one:.2f} (medians), {median(ratios):.2f} (median of the runs' ratios, "
+                  f"range {min(ratios):.2f}-{max(ratios):.2f})")
             print(f"CPU, {len(devs)} concurrent dockings: {cpun.line(total * args.repeat)}")
     finally:
         for pair in pairs:
