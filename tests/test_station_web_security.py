@@ -84,6 +84,9 @@ ROUTE_RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/holds"): Rule(STAFF),
     ("POST", "/holds"): Rule(frozenset({"clerk", "approver", "admin"})),
     ("POST", "/holds/{hold_id}/release"): Rule(frozenset({"approver", "admin"})),
+    # expiry (S11): the staff see what is due; only an administrator purges
+    ("GET", "/expiry"): Rule(STAFF),
+    ("POST", "/expiry/purge"): Rule(frozenset({"admin"})),
     # exports (S7)
     ("GET", "/exports"): Rule(STAFF),
     ("POST", "/exports"): Rule(frozenset({"clerk"})),

@@ -19,6 +19,7 @@ from station.web.guard import HERE, Redirect, Refused, Web
 from station.web.routes import (
     audit,
     cases,
+    expiry,
     exports,
     holds,
     labels,
@@ -31,7 +32,7 @@ from station.web.routes import (
     supervision,
 )
 
-ROUTES = (signin, recordings, queue, media, labels, cases, holds, exports,
+ROUTES = (signin, recordings, queue, media, labels, cases, holds, expiry, exports,
           requests, supervision, audit, recording_view)
 
 CSP = ("default-src 'self'; media-src 'self' blob:; object-src 'none'; "

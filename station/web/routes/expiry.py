@@ -1,0 +1,91 @@
+"""Expiry (S11, 到期销毁) from the web: what is due, what is coming due, and the purge itself.
+
+The staff see the recordings past retention and not held (what a purge would delete), those
+past retention that are kept and why (a hold, an open case), and those whose retention ends
+within the next days, so nothing expires unnoticed (the weekly list of upcoming deletions
+that clerks know from other evidence systems). Purging is ``station.keeping.purge.purge``:
+an administrator, the recordings ticked one by one, a reason and an explicit confirmation;
+each recording one audited ``purge`` action with its files' hashes and a tombstone. The
+daily timer only lists (deploy/station/station-purge.service); nothing expires by itself.
+"""
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import FastAPI, Form, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from sqlalchemy import select
+
+from station.access.accounts import has_role
+from station.app import Station
+from station.clock import NS_PER_DAY
+from station.db import models as m
+from station.errors import NotAllowed, StationError
+from station.keeping import purge
+from station.keeping.retention import active_holds
+from station.web.guard import STAFF, Refused, Web
+
+UPCOMING_DAYS = 30          # the default look-ahead; ?days=N (1..3650) for another
+_CHINESE_PART = re.compile(r"[^A-Za-z]+")
+
+
+def _why_kept(text: str) -> str:
+    """The Chinese half of ``purge.refusal``'s bilingual reason ("长期保存（封存）中 held: ...")."""
+    found = _CHINESE_PART.match(text)
+    return found.group(0).strip() if found else text
+
+
+def expiry_rows(st: Station, days: int) -> dict[str, Any]:
+    """due: may be purged now (with bytes); kept: past retention but refused (and why);
+    upcoming: retention ends within ``days`` (held ones marked). Stored recordings only."""
+    now = st.now_ns()
+    due = {c.recording: c for c in purge.candidates(st)}
+    rows: dict[str, Any] = {"due": [], "kept": [], "upcoming": []}
+    with st.db.session() as s:
+        q = (select(m.Recording).where(m.Recording.status == "stored", m.Recording.retention_end_ns.is_not(None),
+                                       m.Recording.retention_end_ns <= now + days * NS_PER_DAY)
+             .order_by(m.Recording.retention_end_ns, m.Recording.id))
+        for rec in s.scalars(q):
+            row = {"id": rec.id, "name": rec.name, "officer": rec.officer_id, "retention_end_ns": rec.retention_end_ns,
+                   "held": bool(active_holds(s, rec.id))}
+            if rec.id in due:
+                rows["due"].append({**row, "bytes": due[rec.id].bytes})
+            elif rec.retention_end_ns is not None and rec.retention_end_ns <= now:
+                rows["kept"].append({**row, "why": _why_kept(purge.refusal(st, s, rec, now) or "")})
+            else:
+                rows["upcoming"].append(row)
+    rows["unfinished"] = len(purge.unfinished(st))
+    return rows
+
+
+def register(app: FastAPI, web: Web) -> None:
+    st = web.st
+
+    @app.get("/expiry", response_class=HTMLResponse)
+    def expiry_list(request: Request, days: str = "", error: str = "", purged: str = "") -> Response:
+        signed = web.who(request)
+        web.need(signed, *STAFF, what="view recordings due for purge (S11)")
+        n = int(days) if days.isdigit() and 1 <= int(days) <= 3650 else UPCOMING_DAYS
+        return web.render(request, "expiry.html", signed=signed, days=n, error=error, purged=purged,
+                          may_purge=has_role(signed.user, *purge.PURGE_ROLES), **expiry_rows(st, n))
+
+    @app.post("/expiry/purge")
+    def expiry_purge(request: Request, csrf: str = Form(""), recording: Annotated[list[str] | None, Form()] = None,
+                     reason: str = Form(""), confirm: str = Form("")) -> Response:
+        signed = web.who(request)
+        web.check_csrf(signed, csrf)
+        web.need(signed, *purge.PURGE_ROLES, what="purge recordings (S11)")
+        refs = [r.strip() for r in recording or [] if r.strip()]
+        if not refs:
+            return RedirectResponse(f"/expiry?error={quote('未选择录像：没有销毁任何录像')}", status_code=303)
+        if confirm != "1":
+            return RedirectResponse(f"/expiry?error={quote('未勾选确认：没有销毁任何录像')}", status_code=303)
+        try:
+            done = purge.purge(st, signed.user, refs, reason=reason)
+        except NotAllowed as exc:
+            raise Refused("销毁录像", str(exc)) from None
+        except StationError as exc:
+            return RedirectResponse(f"/expiry?error={quote(str(exc))}", status_code=303)
+        return RedirectResponse(f"/expiry?purged={','.join(str(o.recording) for o in done)}", status_code=303)
