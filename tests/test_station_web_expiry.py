@@ -43,6 +43,8 @@ def test_expiry_page_lists_due_kept_and_upcoming_and_only_a_confirmed_admin_purg
     with closing(http_sign_in(web, "clerk")) as c:
         page = c.get("/expiry").text
         assert f'id="due-{r1}"' in page and f'id="kept-{r2}"' in page and "长期保存（封存）中" in page
+        mb = sum(p.stat().st_size for p in files_r1[:2]) / 1e6          # its two segments in the mirror
+        assert f"<td>{mb:.1f} MB</td>" in page.split(f'id="due-{r1}"')[1].split("</tr>")[0]
         assert 'id="purge-form"' not in page and "销毁须由管理员确认" in page      # a clerk cannot purge
         r = c.post("/expiry/purge", data={"csrf": c.csrf, "recording": str(r1), "reason": "到期", "confirm": "1"})
         assert r.status_code == 403

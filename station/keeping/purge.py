@@ -351,11 +351,19 @@ def tombstone_files(tomb: m.Purge) -> list[PurgeFile]:
             for f in json.loads(tomb.files)]
 
 
-def unfinished(st: Station) -> list[tuple[m.Purge, list[PurgeFile]]]:
-    """Committed purges whose files are (partly) still on disk (a run killed mid-way)."""
+def unfinished(st: Station, latest: int | None = None) -> list[tuple[m.Purge, list[PurgeFile]]]:
+    """Committed purges whose files are (partly) still on disk (a run killed mid-way).
+
+    ``latest``: check only the newest that many tombstones (one file test per file each, so a
+    page does not test every file ever purged). Enough in practice: a run removes each
+    recording's files right after its commit and starts by finishing what an earlier run left,
+    so a kill leaves the run's last tombstone unfinished, never an older one."""
     out = []
     with st.db.session() as s:
-        for tomb in s.scalars(select(m.Purge).order_by(m.Purge.id)):
+        q = select(m.Purge).order_by(m.Purge.id)
+        if latest is not None:
+            q = select(m.Purge).order_by(m.Purge.id.desc()).limit(latest)
+        for tomb in s.scalars(q):
             left = [f for f in tombstone_files(tomb) if os.path.lexists(st.store / f.path)]
             if left:
                 out.append((tomb, left))

@@ -16,7 +16,7 @@ from urllib.parse import quote
 
 from fastapi import FastAPI, Form, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
-from sqlalchemy import select
+from sqlalchemy import func, select
 
 from station.access.accounts import has_role
 from station.app import Station
@@ -28,6 +28,7 @@ from station.keeping.retention import active_holds
 from station.web.guard import STAFF, Refused, Web
 
 UPCOMING_DAYS = 30          # the default look-ahead; ?days=N (1..3650) for another
+UNFINISHED_CHECKED = 20     # the latest purges checked for files left behind (see purge.unfinished)
 _CHINESE_PART = re.compile(r"[^A-Za-z]+")
 
 
@@ -41,9 +42,15 @@ def expiry_rows(st: Station, days: int) -> dict[str, Any]:
     """due: may be purged now (with bytes); kept: past retention but refused (and why);
     upcoming: retention ends within ``days`` (held ones marked). Stored recordings only."""
     now = st.now_ns()
-    due = {c.recording: c for c in purge.candidates(st)}
+    due = {c.recording for c in purge.candidates(st, include_files=False)}
     rows: dict[str, Any] = {"due": [], "kept": [], "upcoming": []}
     with st.db.session() as s:
+        # the size shown is the segments' (one query), not every attested file's: reading each
+        # device journal for the exact list is `station purge list`'s job, not a page's
+        sizes = {rec: int(total or 0) for rec, total in s.execute(
+            select(m.Segment.recording, func.sum(m.Segment.size))
+            .where(m.Segment.recording.in_(due), m.Segment.present.is_(True))
+            .group_by(m.Segment.recording))} if due else {}
         q = (select(m.Recording).where(m.Recording.status == "stored", m.Recording.retention_end_ns.is_not(None),
                                        m.Recording.retention_end_ns <= now + days * NS_PER_DAY)
              .order_by(m.Recording.retention_end_ns, m.Recording.id))
@@ -51,12 +58,12 @@ def expiry_rows(st: Station, days: int) -> dict[str, Any]:
             row = {"id": rec.id, "name": rec.name, "officer": rec.officer_id, "retention_end_ns": rec.retention_end_ns,
                    "held": bool(active_holds(s, rec.id))}
             if rec.id in due:
-                rows["due"].append({**row, "bytes": due[rec.id].bytes})
+                rows["due"].append({**row, "bytes": sizes.get(rec.id, 0)})
             elif rec.retention_end_ns is not None and rec.retention_end_ns <= now:
                 rows["kept"].append({**row, "why": _why_kept(purge.refusal(st, s, rec, now) or "")})
             else:
                 rows["upcoming"].append(row)
-    rows["unfinished"] = len(purge.unfinished(st))
+    rows["unfinished"] = len(purge.unfinished(st, latest=UNFINISHED_CHECKED))
     return rows
 
 
