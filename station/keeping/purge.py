@@ -360,9 +360,8 @@ def unfinished(st: Station, latest: int | None = None) -> list[tuple[m.Purge, li
     so a kill leaves the run's last tombstone unfinished, never an older one."""
     out = []
     with st.db.session() as s:
-        q = select(m.Purge).order_by(m.Purge.id)
-        if latest is not None:
-            q = select(m.Purge).order_by(m.Purge.id.desc()).limit(latest)
+        q = (select(m.Purge).order_by(m.Purge.id) if latest is None
+             else select(m.Purge).order_by(m.Purge.id.desc()).limit(latest))
         for tomb in s.scalars(q):
             left = [f for f in tombstone_files(tomb) if os.path.lexists(st.store / f.path)]
             if left:
