@@ -8,6 +8,7 @@ from sqlalchemy import select
 from station.clock import NS_PER_DAY
 from station.db import models as m
 from station.keeping import holds
+from station.web.routes import expiry
 from tests.station_fixture import sqlite_station_world  # noqa: F401
 from tests.test_station_purge import stored_files
 from tests.web_fixture import audit, browser, http_sign_in, screenshot, sign_in, web  # noqa: F401
@@ -23,7 +24,7 @@ def _status(w, rec: int) -> str:
         return s.get(m.Recording, rec).status
 
 
-def test_expiry_page_lists_due_kept_and_upcoming_and_only_a_confirmed_admin_purges(web, browser):
+def test_expiry_page_lists_due_kept_and_upcoming_and_only_a_confirmed_admin_purges(web, browser, monkeypatch):
     ids = _ids(web)
     r1, r2 = ids["r1"], ids["r2"]
     files_r1 = stored_files(web, "r1")
@@ -37,6 +38,10 @@ def test_expiry_page_lists_due_kept_and_upcoming_and_only_a_confirmed_admin_purg
         assert f'id="upcoming-{r1}"' in page and f'id="upcoming-{r2}"' in page and "封存中" in page
         assert 'id="upcoming-' not in c.get("/expiry?days=10").text      # a shorter look-ahead
         assert 'id="expiry-purged"' not in c.get("/expiry?purged=1,x").text  # says only what a purge did
+        monkeypatch.setattr(expiry, "SHOWN", 1)                           # a long list is cut, and says so
+        page = c.get("/expiry").text
+        assert page.count('id="upcoming-') == 1 and "共 2 条，仅显示前 1 条" in page
+        monkeypatch.undo()
 
     # a year and a day on: r1 is due, r2 is past retention but kept by its hold
     web.clock.advance(16 * NS_PER_DAY)

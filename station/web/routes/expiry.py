@@ -24,11 +24,11 @@ from station.clock import NS_PER_DAY
 from station.db import models as m
 from station.errors import NotAllowed, StationError
 from station.keeping import purge
-from station.keeping.retention import active_holds
 from station.web.guard import STAFF, Refused, Web
 
 UPCOMING_DAYS = 30          # the default look-ahead; ?days=N (1..3650) for another
 UNFINISHED_CHECKED = 20     # the latest purges checked for files left behind (see purge.unfinished)
+SHOWN = 500                 # rows shown per list (the page says how many more there are)
 _CHINESE_PART = re.compile(r"[^A-Za-z]+")
 
 
@@ -40,29 +40,36 @@ def _why_kept(text: str) -> str:
 
 def expiry_rows(st: Station, days: int) -> dict[str, Any]:
     """due: may be purged now (with bytes); kept: past retention but refused (and why);
-    upcoming: retention ends within ``days`` (held ones marked). Stored recordings only."""
+    upcoming: retention ends within ``days`` (held ones marked). Stored recordings only; each
+    list shows at most ``SHOWN`` rows (``totals`` has the full counts)."""
     now = st.now_ns()
     due = {c.recording for c in purge.candidates(st, include_files=False)}
-    rows: dict[str, Any] = {"due": [], "kept": [], "upcoming": []}
+    rows: dict[str, Any] = {"due": [], "kept": [], "upcoming": [], "totals": {"due": 0, "kept": 0, "upcoming": 0}}
+    window = (m.Recording.status == "stored", m.Recording.retention_end_ns.is_not(None),
+              m.Recording.retention_end_ns <= now + days * NS_PER_DAY)
     with st.db.session() as s:
-        # the size shown is the segments' (one query), not every attested file's: reading each
-        # device journal for the exact list is `station purge list`'s job, not a page's
+        # sizes: the segments' (one query over the window), not every attested file's: reading
+        # each device journal for the exact list is `station purge list`'s job, not a page's
         sizes = {rec: int(total or 0) for rec, total in s.execute(
             select(m.Segment.recording, func.sum(m.Segment.size))
-            .where(m.Segment.recording.in_(due), m.Segment.present.is_(True))
-            .group_by(m.Segment.recording))} if due else {}
-        q = (select(m.Recording).where(m.Recording.status == "stored", m.Recording.retention_end_ns.is_not(None),
-                                       m.Recording.retention_end_ns <= now + days * NS_PER_DAY)
-             .order_by(m.Recording.retention_end_ns, m.Recording.id))
+            .join(m.Recording, m.Recording.id == m.Segment.recording)
+            .where(*window, m.Segment.present.is_(True)).group_by(m.Segment.recording))}
+        held = set(s.scalars(select(m.Hold.recording).join(m.Recording, m.Recording.id == m.Hold.recording)
+                             .where(*window, m.Hold.released_ns.is_(None))))
+        q = select(m.Recording).where(*window).order_by(m.Recording.retention_end_ns, m.Recording.id)
         for rec in s.scalars(q):
+            kind = ("due" if rec.id in due else
+                    "kept" if rec.retention_end_ns is not None and rec.retention_end_ns <= now else "upcoming")
+            rows["totals"][kind] += 1
+            if len(rows[kind]) >= SHOWN:
+                continue
             row = {"id": rec.id, "name": rec.name, "officer": rec.officer_id, "retention_end_ns": rec.retention_end_ns,
-                   "held": bool(active_holds(s, rec.id))}
-            if rec.id in due:
-                rows["due"].append({**row, "bytes": sizes.get(rec.id, 0)})
-            elif rec.retention_end_ns is not None and rec.retention_end_ns <= now:
-                rows["kept"].append({**row, "why": _why_kept(purge.refusal(st, s, rec, now) or "")})
-            else:
-                rows["upcoming"].append(row)
+                   "held": rec.id in held}
+            if kind == "due":
+                row["bytes"] = sizes.get(rec.id, 0)
+            elif kind == "kept":
+                row["why"] = _why_kept(purge.refusal(st, s, rec, now) or "")
+            rows[kind].append(row)
     rows["unfinished"] = len(purge.unfinished(st, latest=UNFINISHED_CHECKED))
     return rows
 
