@@ -17,6 +17,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -89,20 +91,31 @@ class StationWorld:
         dev.journal.append("shutdown", {})
         return dev
 
+    def start_link(self, name: str = "dev") -> Any:
+        """Device ``name``'s dock link on loopback (the caller stops it), with its certificate:
+        issued at the first docking, kept for the next (delete it for a new one)."""
+        dev = self.devices[name]
+        cert = self.dock.base / f"{name}-cert.pem"
+        if not cert.exists():
+            cert = self.dock.device_cert(dev.pem, name)
+        return self.dock.start_link(dev, cert_file=str(cert), crl_file=str(self.dock.base / f"{name}-crl.pem"))
+
+    @contextmanager
+    def link(self, name: str = "dev") -> Iterator[int]:
+        """:meth:`start_link` for a ``with`` block; yields the port (as ``--port`` takes it)."""
+        link = self.start_link(name)
+        try:
+            yield link.address[1]
+        finally:
+            link.stop()
+
     def dock_device(self, name: str = "dev", recordings: dict[str, int] | None = None, **kw: Any) -> DockReport:
         """Record (if ``recordings``) and dock device ``name`` over the real TLS link."""
         if recordings is not None:
             self.record(name, recordings, **kw)
-        dev = self.devices[name]
-        cert = self.dock.base / f"{name}-cert.pem"     # issued at the first docking, kept for the next
-        if not cert.exists():
-            cert = self.dock.device_cert(dev.pem, name)
-        link = self.dock.start_link(dev, cert_file=str(cert), crl_file=str(self.dock.base / f"{name}-crl.pem"))
-        try:
-            cfg = station_config.load(self.config_path, device_address="127.0.0.1", port=link.address[1])
+        with self.link(name) as port:
+            cfg = station_config.load(self.config_path, device_address="127.0.0.1", port=port)
             report = Docking(Station.open(cfg, self.clock), progress=False).run()
-        finally:
-            link.stop()
         assert report.status in ("ok", "partial"), report.detail
         self.reports.append(report)
         return report

@@ -266,20 +266,13 @@ def _dock_any(w: StationWorld, name: str, recordings: dict[str, int] | None = No
     """Dock ``name`` as `station dock` does: the station is opened even with the catalogue away."""
     if recordings is not None:
         w.record(name, recordings)
-    dev = w.devices[name]
-    cert = w.dock.base / f"{name}-cert.pem"
-    if not cert.exists():
-        cert = w.dock.device_cert(dev.pem, name)
-    link = w.dock.start_link(dev, cert_file=str(cert), crl_file=str(w.dock.base / f"{name}-crl.pem"))
-    try:
-        cfg = station_config.load(w.config_path, device_address="127.0.0.1", port=link.address[1])
+    with w.link(name) as port:
+        cfg = station_config.load(w.config_path, device_address="127.0.0.1", port=port)
         st = offline.open_station(cfg, w.clock)
         try:
             return Docking(st, progress=False).run()
         finally:
             st.close()
-    finally:
-        link.stop()
 
 
 def _dock_cli(w: StationWorld, dev, cert: Path, name: str) -> subprocess.CompletedProcess[str]:

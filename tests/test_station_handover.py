@@ -14,7 +14,6 @@ checked out exit 6, a non-clerk exit 3.
 """
 import json
 import uuid
-from contextlib import contextmanager
 
 import pytest
 from sqlalchemy import select
@@ -32,20 +31,6 @@ from station.errors import Conflict, NotAllowed, NotFound, Unavailable
 from station.handover import assignment as handover
 from tests.netns import DockWorld
 from tests.station_fixture import OFFICER2_NO, OFFICER_NO, station_world  # noqa: F401
-
-
-@contextmanager
-def docked(w, name="dev"):
-    """Device ``name``'s dock link on loopback (as ``dock_device`` starts it); yields the port."""
-    dev = w.devices[name]
-    cert = w.dock.base / f"{name}-cert.pem"
-    if not cert.exists():
-        cert = w.dock.device_cert(dev.pem, name)
-    link = w.dock.start_link(dev, cert_file=str(cert), crl_file=str(w.dock.base / f"{name}-crl.pem"))
-    try:
-        yield link.address[1]
-    finally:
-        link.stop()
 
 
 def station_at(w, port) -> Station:
@@ -77,7 +62,7 @@ def test_checkout_attributes_later_recordings_until_checkin(station_world):
     dev = w.record("dev", {"r0": 1}, officer=None)        # a pooled device: issued to nobody
     device_id = device_id_for_pem(dev.pem)
 
-    with docked(w) as port:
+    with w.link() as port:
         r = w.cli("device", "checkout", device_id[:8], "--officer", OFFICER_NO, "--port", str(port), "--json",
                   user="clerk")
         assert r.returncode == 0, r.stderr
@@ -105,7 +90,7 @@ def test_checkout_attributes_later_recordings_until_checkin(station_world):
     w.dock_device("dev")          # r0 (before the check-out) and r1 (after it) in one docking
     assert recordings(w) == {"r0": None, "r1": OFFICER_NO}
 
-    with docked(w) as port:
+    with w.link() as port:
         r = w.cli("device", "checkin", device_id, "--port", str(port), user="clerk")
         assert r.returncode == 0, r.stderr
         assert "归还" in r.stdout
@@ -182,7 +167,7 @@ def test_device_refusal_and_forged_journal_assignment(station_world):
     w.dock_device("dev")
     assert recordings(w) == {"r9": None}            # the foreign "assignment" is not believed
 
-    with docked(w) as port:
+    with w.link() as port:
         st = station_at(w, port)
         try:
             with pytest.raises(NotAllowed, match="AssignmentInForce"):        # exit 3

@@ -34,22 +34,11 @@ ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy" / "station"
 
 
-def _start_link(w, name: str):
-    dev = w.devices[name]
-    cert = w.dock.base / f"{name}-cert.pem"
-    if not cert.exists():
-        w.dock.device_cert(dev.pem, name)
-    return w.dock.start_link(dev, cert_file=str(cert), crl_file=str(w.dock.base / f"{name}-crl.pem"))
-
-
 def _redock(w, name: str):
     """Dock ``name`` again in-process (its certificate exists already)."""
-    link = _start_link(w, name)
-    try:
-        cfg = station_config.load(w.config_path, device_address="127.0.0.1", port=link.address[1])
+    with w.link(name) as port:
+        cfg = station_config.load(w.config_path, device_address="127.0.0.1", port=port)
         return Docking(Station.open(cfg, w.clock), progress=False).run()
-    finally:
-        link.stop()
 
 
 def _dock_process(w, link, env_extra: dict[str, str] | None = None) -> subprocess.Popen[str]:
@@ -98,7 +87,7 @@ def test_a_rack_of_devices_docks_at_once_and_a_failing_one_blocks_no_other(stati
     data = journal.read_bytes()
     assert data.count(b'"firmware":"test"') == 1
     journal.write_bytes(data.replace(b'"firmware":"test"', b'"firmware":"tesx"'))
-    links = [_start_link(w, n) for n in names]
+    links = [w.start_link(n) for n in names]
     try:
         procs = [_dock_process(w, link) for link in links]      # all four at once
         outs = [p.communicate(timeout=180) for p in procs]
@@ -141,7 +130,7 @@ def test_kill_9_mid_ingest_loses_nothing_and_the_next_docking_completes(sqlite_s
     device_id = device_id_for_pem(dev.pem)
     new = _segments_on_device(dev)
     assert len(new) == 3
-    link = _start_link(w, "dev")
+    link = w.start_link("dev")
     try:
         p = _dock_process(w, link, {"BODYCAM_CRASHPOINT": f"{point}:1"})
         out, err = p.communicate(timeout=120)
@@ -188,7 +177,7 @@ def test_two_processes_never_dock_the_same_device_at_once(sqlite_station_world):
     import fcntl
     fd = os.open(lock, os.O_RDWR | os.O_CREAT)
     fcntl.flock(fd, fcntl.LOCK_EX)          # as a running docking of this device holds it
-    link = _start_link(w, "dev")
+    link = w.start_link("dev")
     try:
         p = _dock_process(w, link)
         out, err = p.communicate(timeout=60)
@@ -216,7 +205,7 @@ def test_postgresql_going_away_mid_ingest_receipts_nothing_and_a_redock_complete
             cluster.stop("immediate")                   # ...and the catalogue's server is gone
 
         monkeypatch.setattr(Docking, "_commit", staticmethod(commit_then_lose_the_database))
-        link = _start_link(w, "dev")
+        link = w.start_link("dev")
         try:
             cfg = station_config.load(w.config_path, device_address="127.0.0.1", port=link.address[1])
             with pytest.raises(OperationalError):
