@@ -72,6 +72,16 @@ def snapshot(root: Path) -> dict[str, tuple]:
     return out
 
 
+def install_changes_nothing(root: Path, *extra: str) -> subprocess.CompletedProcess:
+    """Run the installer again (or with ``extra``, e.g. ``--dry-run``): it succeeds and leaves
+    every path, mode, owner and content under ``root`` as it was. Returns the run."""
+    before = snapshot(root)
+    result = install(root, *extra)
+    assert result.returncode == 0, result.stderr
+    assert snapshot(root) == before
+    return result
+
+
 def passwd_entry(root: Path, user: str) -> list[str]:
     for line in (root / "etc/passwd").read_text().splitlines():
         if line.split(":")[0] == user:
@@ -153,10 +163,7 @@ def test_install_is_idempotent_and_replaces_an_old_block(tmp_path):
     config = (root / "boot/firmware/config.txt").read_text()
     assert "old-thing" not in config and "hdmi_blanking=1" in config
     assert config.count("# BEGIN bodycam") == 1
-    first = snapshot(root)
-    second_run = install(root)
-    assert second_run.returncode == 0, second_run.stderr
-    assert snapshot(root) == first
+    second_run = install_changes_nothing(root)
     assert "installed" not in second_run.stdout and "updated" not in second_run.stdout
 
 
@@ -181,10 +188,7 @@ def test_bench_console_enables_a_getty_on_the_usb_serial(tmp_path):
 
 def test_dry_run_changes_nothing_and_shows_the_plan(tmp_path):
     root = make_pi_root(tmp_path / "root")
-    before = snapshot(root)
-    result = install(root, "--dry-run")
-    assert result.returncode == 0, result.stderr
-    assert snapshot(root) == before
+    result = install_changes_nothing(root, "--dry-run")
     assert "+ useradd --root" in result.stdout
     assert re.search(r"\+ install -D -m 0644 \S+/deploy/systemd/bodycam.service \S+/etc/systemd/system/", result.stdout)
     assert "would update the bodycam block" in result.stdout
@@ -454,10 +458,7 @@ def test_install_turns_swap_off_for_good(tmp_path):
     assert lines[0] == FSTAB.splitlines()[0]                       # the rest untouched
     assert lines[1] == "# no swap (bodycam, docs/encryption.md): /var/swap.img  none  swap  sw  0  0"
     assert lines[2] == FSTAB.splitlines()[2]
-    first = snapshot(root)
-    again = install(root)
-    assert again.returncode == 0, again.stderr
-    assert snapshot(root) == first
+    again = install_changes_nothing(root)
     assert "masked" not in again.stdout and "commented" not in again.stdout
 
 

@@ -72,6 +72,13 @@ def attested(dev) -> dict[str, dict]:
     return out
 
 
+def fetch_all(c, dev, into: Path) -> None:
+    """Fetch every one of FILES in full over ``c``'s session, as a docking does before its receipt."""
+    att = attested(dev)
+    for p in FILES:
+        c.fetch(p, into / p.replace("/", "_"), att[p]["size"])
+
+
 def make_wire(w, dev, nonce, paths, dock_dir=None) -> bytes:
     d = dock_dir or w.dock_dir
     att = attested(dev)
@@ -399,9 +406,7 @@ def test_subset_receipt_purges_only_files_served_in_full_in_its_session(world, t
 
 def test_files_served_in_another_session_do_not_count(world, tmp_path):
     a = client(world)
-    att = attested(world.dev)
-    for p in FILES:
-        a.fetch(p, tmp_path / p.replace("/", "_"), att[p]["size"])
+    fetch_all(a, world.dev, tmp_path)
     b = client(world)                                # a new TLS session
     nonce = b.manifest().nonce
     status, answer = b.send_receipt(make_wire(world, world.dev, nonce, FILES))
@@ -424,9 +429,7 @@ def _count_hashing(monkeypatch) -> list[str]:
 def test_files_served_in_full_and_unchanged_are_purged_without_hashing_them_again(world, tmp_path, monkeypatch):
     c = client(world)
     nonce = c.manifest().nonce
-    att = attested(world.dev)
-    for p in FILES:
-        c.fetch(p, tmp_path / p.replace("/", "_"), att[p]["size"])
+    fetch_all(c, world.dev, tmp_path)
     hashed = _count_hashing(monkeypatch)
     status, answer = c.send_receipt(make_wire(world, world.dev, nonce, FILES))
     assert status == 200 and sorted(answer.removed) == sorted(FILES), answer
@@ -437,9 +440,7 @@ def test_files_served_in_full_and_unchanged_are_purged_without_hashing_them_agai
 def test_a_file_changed_after_it_was_served_is_hashed_again_and_the_receipt_refused(world, tmp_path, monkeypatch):
     c = client(world)
     nonce = c.manifest().nonce
-    att = attested(world.dev)
-    for p in FILES:
-        c.fetch(p, tmp_path / p.replace("/", "_"), att[p]["size"])
+    fetch_all(c, world.dev, tmp_path)
     # same size, other bytes, and the mtime put back: only the ctime tells (no call can set it)
     target = world.dev.root / FILES[1]
     st = target.stat()
@@ -621,9 +622,7 @@ def test_another_dock_cannot_evict_or_redeem_this_sessions_nonce(world, tmp_path
     other = client(w, second_dock(w))              # a second certificate holder
     for _ in range(100):
         other.manifest()
-    att = attested(w.dev)
-    for p in FILES:
-        c.fetch(p, tmp_path / p.replace("/", "_"), att[p]["size"])
+    fetch_all(c, w.dev, tmp_path)
     status, answer = c.send_receipt(make_wire(w, w.dev, nonce, FILES))
     assert status == 200 and sorted(answer.removed) == FILES
 
@@ -632,9 +631,7 @@ def test_nonce_is_bound_to_its_session(world, tmp_path):
     w = world
     nonce = client(w).manifest().nonce
     c = client(w)
-    att = attested(w.dev)
-    for p in FILES:
-        c.fetch(p, tmp_path / p.replace("/", "_"), att[p]["size"])
+    fetch_all(c, w.dev, tmp_path)
     status, answer = c.send_receipt(make_wire(w, w.dev, nonce, FILES))
     assert status == 403 and answer.refused == "ReplayedReceipt"
 
