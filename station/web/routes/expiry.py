@@ -43,7 +43,6 @@ def expiry_rows(st: Station, days: int) -> dict[str, Any]:
     upcoming: retention ends within ``days`` (held ones marked). Stored recordings only; each
     list shows at most ``SHOWN`` rows (``totals`` has the full counts)."""
     now = st.now_ns()
-    due = {c.recording for c in purge.candidates(st, include_files=False)}
     rows: dict[str, Any] = {"due": [], "kept": [], "upcoming": [], "totals": {"due": 0, "kept": 0, "upcoming": 0}}
     window = (m.Recording.status == "stored", m.Recording.retention_end_ns.is_not(None),
               m.Recording.retention_end_ns <= now + days * NS_PER_DAY)
@@ -58,8 +57,11 @@ def expiry_rows(st: Station, days: int) -> dict[str, Any]:
                              .where(*window, m.Hold.released_ns.is_(None))))
         q = select(m.Recording).where(*window).order_by(m.Recording.retention_end_ns, m.Recording.id)
         for rec in s.scalars(q):
-            kind = ("due" if rec.id in due else
-                    "kept" if rec.retention_end_ns is not None and rec.retention_end_ns <= now else "upcoming")
+            end = rec.retention_end_ns
+            assert end is not None                      # the window's condition
+            # past retention: due unless purge.refusal says why not (the test of purge.candidates)
+            why = purge.refusal(st, s, rec, now) if end <= now else None
+            kind = "upcoming" if end > now else "kept" if why else "due"
             rows["totals"][kind] += 1
             if len(rows[kind]) >= SHOWN:
                 continue
@@ -68,7 +70,7 @@ def expiry_rows(st: Station, days: int) -> dict[str, Any]:
             if kind == "due":
                 row["bytes"] = sizes.get(rec.id, 0)
             elif kind == "kept":
-                row["why"] = _why_kept(purge.refusal(st, s, rec, now) or "")
+                row["why"] = _why_kept(why or "")
             rows[kind].append(row)
     rows["unfinished"] = len(purge.unfinished(st, latest=UNFINISHED_CHECKED))
     return rows
