@@ -15,7 +15,7 @@ from sqlalchemy import select
 from station.db import models as m
 from station.web.tls import spki_pin
 from tests.station_fixture import PASSWORD, sqlite_station_world  # noqa: F401
-from tests.web_fixture import CHROMIUM, audit, browser, sign_in, web  # noqa: F401
+from tests.web_fixture import CHROMIUM, audit, browser, follow, sign_in, web  # noqa: F401
 
 
 def test_clerk_signs_in_lists_and_opens_a_recording(web, browser):
@@ -24,7 +24,7 @@ def test_clerk_signs_in_lists_and_opens_a_recording(web, browser):
     rows = page.locator("#recordings tbody tr")
     assert rows.count() == 2
     assert "未标注" in rows.first.inner_text()
-    page.click("#recordings tbody tr >> nth=0 >> a")
+    follow(page, "#recordings tbody tr >> nth=0 >> a")
     assert page.locator("h1").inner_text().startswith(web.cfg.unit)
     assert page.locator("#segments tbody tr").count() in (1, 2)
     assert "入库时已按设备日志校验" in page.locator("#verification").inner_text()
@@ -48,12 +48,12 @@ def test_an_officer_sees_his_own_and_is_refused_anothers_with_an_audited_page(we
     assert li.locator("h1").inner_text() == "无权访问" and "已记入审计日志" in li.inner_text("main")
     assert ("li", f"recording:{rec_id}") in audit(web, "not-allowed")
     # the refusal says where to ask instead: the access-request form, this recording filled in
-    li.click("#ask")
+    follow(li, "#ask")
     assert li.url == f"{web.base_url}/requests?recording=%23{rec_id}"
     assert li.input_value("input[name=recording]") == f"#{rec_id}"
     li.select_option("select[name=action]", "view")
     li.fill("#request-form input[name=reason]", "协助办案")
-    li.click("#request-form button[type=submit]")
+    follow(li, "#request-form button[type=submit]")
     assert ("li", f"recording:{rec_id}") in audit(web, "access-request")
 
 
@@ -62,7 +62,7 @@ def test_wrong_password_forged_forms_expiry_and_sign_out(web, browser):
     page.goto(web.base_url + "/login")
     page.fill("input[name=username]", "clerk")
     page.fill("input[name=password]", "wrong-password-1")
-    page.click("button[type=submit]")
+    follow(page, "button[type=submit]")
     assert "用户名或密码错误" in page.inner_text("main")
     assert ("clerk", "user:clerk") in audit(web, "sign-in-refused")
 
@@ -84,7 +84,7 @@ def test_wrong_password_forged_forms_expiry_and_sign_out(web, browser):
         assert r.status_code == 303 and r.headers["location"] == "/login"
 
     page = sign_in(browser, web, "clerk")
-    page.click("#logout")
+    follow(page, "#logout")
     assert page.url.endswith("/login")
     old = {c["name"]: c["value"] for c in page.context.cookies()}.get("station_session")
     assert old is None
@@ -178,13 +178,13 @@ def test_the_labelling_queue_and_labelling_in_the_browser(web, browser):
     clerk.goto(web.base_url + "/queue?overdue=1")
     assert clerk.locator("#queue tbody tr.overdue").count() == 2
     # the clerk labels r1 from its page: the S3 name follows the label, the queue shrinks
-    clerk.click("#queue tbody tr >> nth=0 >> a")
+    follow(clerk, "#queue tbody tr >> nth=0 >> a")
     clerk.fill("input[name=activity]", "夜间巡查")
     clerk.select_option("select[name=category]", "行政检查")
     clerk.fill("input[name=counterpart]", "某某餐饮店")
     clerk.fill("input[name=content]", "油烟排放检查")
     clerk.fill("input[name=place]", "思明区湖滨南路")
-    clerk.click("#label-submit")
+    follow(clerk, "#label-submit")
     assert "某某餐饮店" in clerk.locator("h1").inner_text() and "油烟排放检查" in clerk.locator("h1").inner_text()
     assert "行政检查" in clerk.inner_text("#labels") and clerk.locator("#label-form").count() == 0
     clerk.goto(web.base_url + "/queue")
@@ -197,7 +197,7 @@ def test_the_labelling_queue_and_labelling_in_the_browser(web, browser):
     clerk.fill("input[name=counterpart]", "x")
     clerk.fill("input[name=content]", "x")
     clerk.fill("input[name=place]", "x")
-    clerk.click("#label-submit")
+    follow(clerk, "#label-submit")
     assert "NO-SUCH-CASE" in clerk.inner_text("#label-error")
     with web.st.db.session() as s:
         assert s.scalars(select(m.Label).where(m.Label.recording == other.id)).all() == []

@@ -28,7 +28,7 @@ from station.db import models as m
 from station.web import sessions
 from tests.station_fixture import PASSWORD, sqlite_station_world  # noqa: F401
 from tests.test_evidence_recipe import SYSTEM_PATH
-from tests.web_fixture import audit, browser, screenshot, sign_in, web  # noqa: F401
+from tests.web_fixture import audit, browser, follow, screenshot, sign_in, web  # noqa: F401
 
 CASE_NO = "厦城管罚〔2026〕77号"
 CASE_NAME = "某水果店占道经营案"
@@ -58,12 +58,12 @@ def test_correct_a_label_see_its_history_case_page_checklist_and_holds(web, brow
     ids = rec_ids(web)
     page = sign_in(browser, web, "clerk")
     # open a case from the cases page
-    page.click("nav >> text=案件")
+    follow(page, "nav >> text=案件")
     assert page.url == web.base_url + "/cases"
     page.fill("#case-open input[name=case_no]", CASE_NO)
     page.fill("#case-open input[name=name]", CASE_NAME)
     page.fill("#case-open input[name=department]", "市容科")
-    page.click("#case-open-submit")
+    follow(page, "#case-open-submit")
     assert page.locator("h1").inner_text() == CASE_NAME
     assert "尚无录像标注到本案件" in page.inner_text("#case-recordings")
     # label r1 to it, then correct the label with a reason
@@ -72,14 +72,14 @@ def test_correct_a_label_see_its_history_case_page_checklist_and_holds(web, brow
     page.fill("#label-form input[name=counterpart]", "某水果店")
     page.fill("#label-form input[name=content]", "占道经营检查")
     page.fill("#label-form input[name=place]", "思明区中山路")
-    page.click("#label-submit")
+    follow(page, "#label-submit")
     with web.st.db.session() as s:
         first = s.scalars(select(m.Label).where(m.Label.recording == ids["r1"])).one()
     assert page.locator("#label-form").count() == 0          # labelled: corrections from now on
     page.click(f"#correct-{first.id} summary")
     page.fill(f"#correct-{first.id} input[name=content]", "占道经营复查")
     page.fill(f"#correct-{first.id} input[name=reason]", "检查内容记录有误")
-    page.click(f"#correct-{first.id} .correct-submit")
+    follow(page, f"#correct-{first.id} .correct-submit")
     rows = page.locator("#labels tbody tr")
     assert rows.count() == 2
     old, new = rows.nth(0).inner_text(), rows.nth(1).inner_text()
@@ -115,10 +115,10 @@ def test_correct_a_label_see_its_history_case_page_checklist_and_holds(web, brow
         assert len(s.scalars(select(m.Label).where(m.Label.recording == ids["r1"])).all()) == 2
 
     # the case page: its recording and its checklist; the PDF and the CSV downloaded
-    page.click("nav >> text=案件")
+    follow(page, "nav >> text=案件")
     assert CASE_NO in page.inner_text("#cases")
     screenshot(page, "casework-cases")
-    page.click(f"#cases >> text={CASE_NO}")
+    follow(page, f"#cases >> text={CASE_NO}")
     assert name in page.inner_text("#case-recordings")
     checklist_row = page.inner_text("#checklist tbody")
     assert "占道经营复查" in checklist_row and "完整：共2段" in checklist_row and "wang（031337）" in checklist_row
@@ -163,11 +163,11 @@ def test_correct_a_label_see_its_history_case_page_checklist_and_holds(web, brow
         day = datetime.fromtimestamp(kept_until / 1e9, ZoneInfo(web.st.cfg.timezone)).date().isoformat()
         assert shown.startswith(f"{day} 止"), shown
     assert page.inner_text("#holds").startswith("未封存")
-    page.click("#place-hold")
+    follow(page, "#place-hold")
     assert page.input_value("#hold-place input[name=recording]") == f"#{ids['r2']}"
     page.select_option("#hold-place select[name=kind]", "complaint")
     page.fill("#hold-place input[name=reason]", "当事人投诉，待核查")
-    page.click("#hold-submit")
+    follow(page, "#hold-submit")
     assert page.locator("#holds tbody tr").count() == 1
     assert "投诉" in page.inner_text("#holds") and "当事人投诉，待核查" in page.inner_text("#holds")
     assert page.locator("#holds form.release").count() == 0
@@ -192,9 +192,9 @@ def test_correct_a_label_see_its_history_case_page_checklist_and_holds(web, brow
         assert len(s.scalars(select(m.Hold)).all()) == 1
     screenshot(page, "casework-holds")
     chief = sign_in(browser, web, "chief")
-    chief.click("nav >> text=封存")
+    follow(chief, "nav >> text=封存")
     chief.fill("#holds form.release input[name=reason]", "投诉已核查处理完毕")
-    chief.click("#holds form.release button")
+    follow(chief, "#holds form.release button")
     assert "没有封存" in chief.inner_text("#holds")
     chief.goto(web.base_url + "/holds?all=1")
     assert "已解除：chief" in chief.inner_text("#holds") and "投诉已核查处理完毕" in chief.inner_text("#holds")
@@ -226,7 +226,7 @@ def test_export_from_the_web_download_and_verify_with_the_package_recipe(web, br
     page.fill("#export-form input[name=maker]", MAKER)
     page.fill("#export-form input[name=extractor]", EXTRACTOR)
     page.fill("#export-form input[name=copies]", "2")
-    page.click("#export-submit")
+    follow(page, "#export-submit")
     assert page.locator("#export-made").count() == 1
     with web.st.db.session() as s:
         exp = s.scalars(select(m.Export)).one()

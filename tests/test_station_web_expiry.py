@@ -11,7 +11,7 @@ from station.keeping import holds
 from station.web.routes import expiry
 from tests.station_fixture import sqlite_station_world  # noqa: F401
 from tests.test_station_purge import stored_files
-from tests.web_fixture import audit, browser, http_sign_in, screenshot, sign_in, web  # noqa: F401
+from tests.web_fixture import audit, browser, follow, http_sign_in, screenshot, sign_in, web  # noqa: F401
 
 
 def _ids(w) -> dict[str, int]:
@@ -76,7 +76,7 @@ def test_expiry_page_lists_due_kept_and_upcoming_and_only_a_confirmed_admin_purg
     page.check(f"#due-{r1} input[name=recording]")
     page.fill("#purge-form input[name=reason]", "保存期限届满，无保存价值")
     page.check("#purge-confirm")
-    page.click("#purge-submit")
+    follow(page, "#purge-submit")
     assert f"#{r1}" in page.inner_text("#expiry-purged")
     assert page.locator(f"#due-{r1}").count() == 0 and page.locator(f"#kept-{r2}").count() == 1
     screenshot(page, "expiry")

@@ -18,7 +18,7 @@ from station.web import charts
 from station.web.routes.supervision import _query, chart_unit
 from tests.media_fixture import WALL0
 from tests.station_fixture import OFFICER2_NO, OFFICER_NO, sqlite_station_world  # noqa: F401
-from tests.web_fixture import audit, browser, csrf_of, http_sign_in, screenshot, sign_in, web  # noqa: F401
+from tests.web_fixture import audit, browser, csrf_of, follow, http_sign_in, screenshot, sign_in, web  # noqa: F401
 
 
 class Answer:
@@ -82,7 +82,7 @@ def test_li_asks_is_refused_asks_again_is_approved_and_plays(web, browser):
     li.fill("#request-form input[name=recording]", str(rec.id))
     li.select_option("#request-form select[name=action]", "view")
     li.fill("#request-form input[name=reason]", "投诉核查")
-    li.click("#request-form button[type=submit]")
+    follow(li, "#request-form button[type=submit]")
     assert "/requests?done=" in li.url
     first = int(li.url.rsplit("=", 1)[1])
     assert _row_of(li, "mine", first).locator("td.status").inner_text() == "待审批"
@@ -96,7 +96,7 @@ def test_li_asks_is_refused_asks_again_is_approved_and_plays(web, browser):
     row = _row_of(chief, "pending", first)
     assert "投诉核查" in row.inner_text() and "li" in row.inner_text()
     row.locator("form.refuse input[name=note]").fill("与案件无关")
-    row.locator("form.refuse button").click()
+    follow(chief, row.locator("form.refuse button"))
     assert chief.locator("#pending tr[data-request]").count() == 0
     li.goto(web.base_url + "/requests")
     mine = _row_of(li, "mine", first)
@@ -107,7 +107,7 @@ def test_li_asks_is_refused_asks_again_is_approved_and_plays(web, browser):
     li.goto(web.base_url + "/requests")
     li.fill("#request-form input[name=recording]", str(rec.id))
     li.fill("#request-form input[name=reason]", "投诉核查，补充材料")
-    li.click("#request-form button[type=submit]")
+    follow(li, "#request-form button[type=submit]")
     second = int(li.url.rsplit("=", 1)[1])
     assert second != first
     r = fetch(chief, f"{web.base_url}/requests/{second}/approve",
@@ -117,7 +117,7 @@ def test_li_asks_is_refused_asks_again_is_approved_and_plays(web, browser):
     row = _row_of(chief, "pending", second)
     row.locator("form.approve input[name=hours]").fill("2")
     row.locator("form.approve input[name=note]").fill("同意")
-    row.locator("form.approve button").click()
+    follow(chief, row.locator("form.approve button"))
     screenshot(chief, "requests-approver")
     with web.st.db.session() as s:
         req = s.get(m.AccessRequest, second)
@@ -206,7 +206,7 @@ def test_supervision_dashboard_charts_figures_and_signoff(web, browser):
     r = fetch(chief, signoff_url, {"csrf": csrf_of(chief.content()), "decision": "approved", "note": " "})
     assert r.status == 400 and "未能签批" in r.text()
     item.locator("input[name=note]").fill("已核实：摄像头故障")
-    item.locator("button[value=approved]").click()
+    follow(chief, item.locator("button[value=approved]"))
     assert chief.locator("#signoff-items tr[data-item]").count() == 0
     with web.st.db.session() as s:
         row = s.get(m.Interruption, item_id)
@@ -233,7 +233,7 @@ def test_audit_trail_of_a_recording_and_of_a_user_with_downloads(web, browser, t
         assert r.status_code == 303
     auditor = sign_in(browser, web, "auditor")
     auditor.goto(f"{web.base_url}/recordings/{rec.id}")
-    auditor.click("#audit-link")
+    follow(auditor, "#audit-link")
     types = [t.get_attribute("data-type") for t in auditor.locator("#audit-trail tbody tr").all()]
     assert "ingest" in types and "access-request" in types
     with web.st.db.session() as s:
@@ -255,7 +255,7 @@ def test_audit_trail_of_a_recording_and_of_a_user_with_downloads(web, browser, t
 
     # a user's trail: what wang did and what was done to his account
     auditor.goto(web.base_url + "/audit")
-    auditor.click("#users >> text=wang")
+    follow(auditor, "#users a[href='/users/wang/audit']")
     rows = auditor.locator("#audit-trail tbody tr")
     kinds = {rows.nth(i).get_attribute("data-type") for i in range(rows.count())}
     assert {"user-create", "sign-in", "access-request"} <= kinds
@@ -351,7 +351,7 @@ def test_recording_page_timeline_quality_request_and_voice_note(web, browser):
     # the owner asks to copy his own recording (a copy always needs an approval)
     wang.select_option("#access-request-form select[name=action]", "copy")
     wang.fill("#access-request-form input[name=reason]", "移送检察院")
-    wang.click("#access-request-submit")
+    follow(wang, "#access-request-submit")
     assert wang.url.endswith(f"/recordings/{rec.id}#access")
     assert "待审批" in wang.locator("#access-requests").inner_text()
     assert ("wang", f"recording:{rec.id}") in audit(web, "access-request")

@@ -72,13 +72,25 @@ def browser(web):
 
 
 def sign_in(browser, web, username):
+    """A new browser page signed in as ``username``, returned once the signed-in page (with its
+    sign-out button) has loaded."""
     page = browser.new_context().new_page()
     page.goto(web.base_url + "/")
     assert page.url.endswith("/login")
     page.fill("input[name=username]", username)
     page.fill("input[name=password]", PASSWORD)
-    page.click("button[type=submit]")
+    follow(page, "button[type=submit]")
+    page.locator("#logout").wait_for(state="attached")
     return page
+
+
+def follow(page, target):
+    """Click ``target`` (a selector on ``page``, or a locator) that loads a new page, and return once
+    that page has loaded. A click waits only until the new document starts loading, so reading it at
+    once (``count()``, ``content()``, ``evaluate``) could see it half parsed, and a count of 0 pass
+    for the wrong reason."""
+    (page.locator(target) if isinstance(target, str) else target).click()
+    page.wait_for_load_state()
 
 
 def audit(web, type_):
