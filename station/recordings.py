@@ -10,6 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from station import naming
 from station.db import models as m
 from station.errors import InvalidInput, NotFound
 
@@ -47,3 +48,17 @@ def find_recording(s: Session, ref: str | int) -> m.Recording:
         forms = ", ".join(f"#{r.id} = {r.device_id}/{r.recording_id}" for r in found.values())
         raise InvalidInput(f"{text!r} is ambiguous: {forms}; name it as #N or DEVICE/RECORDING_ID")
     return next(iter(found.values()))
+
+
+def free_name(s: Session, unit: str, counterpart: str, date: str, content: str, recording_id: str,
+              device_id: str, recording: int | None = None) -> str:
+    """The S3 name for these parts (``naming.labelled_name``). Recording ids are only unique per
+    device, so when another recording (not ``recording``) already carries the name, the device's
+    id is added: two devices' recordings never share a named view."""
+    name = naming.labelled_name(unit, counterpart, date, content, recording_id)
+    others = select(m.Recording.id).where(m.Recording.name == name)
+    if recording is not None:
+        others = others.where(m.Recording.id != recording)
+    if s.scalars(others).first() is None:
+        return name
+    return naming.labelled_name(unit, counterpart, date, content, recording_id, device_id)

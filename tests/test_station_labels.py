@@ -378,6 +378,35 @@ def test_unknown_view_directories_are_reported_never_removed(sqlite_station_worl
     assert w.cli("names", "check", user="wang").returncode == 3
 
 
+def test_two_devices_recording_ids_alike_get_two_named_views(sqlite_station_world):
+    """Recording ids are unique per device only: a second device's ``r1`` of the same day gets
+    its device id in its name at ingest (and keeps it when labelled alike), never the first
+    one's named view."""
+    w = sqlite_station_world
+    w.dock_device("dev", {"r1": 2})
+    w.dock_device("dev2", {"r1": 1})
+    with w.st.db.session() as s:
+        first, second = s.scalars(select(m.Recording).order_by(m.Recording.id)).all()
+    assert first.device_id != second.device_id and first.recording_id == second.recording_id == "r1"
+    assert first.name == f"{UNIT}_未标注_{first.date}_未标注_r1" and first.date == second.date
+    assert second.name == f"{first.name}-{second.device_id[:8]}"
+    assert view_files(w, first.name) == [f"{first.name}_00000.ts", f"{first.name}_00001.ts"]
+    assert view_files(w, second.name) == [f"{second.name}_00000.ts"]
+    for r in (first, second):                     # each view links its own device's mirror
+        mirror = w.st.store / "devices" / r.device_id / "mirror"
+        linked = (w.st.store / "recordings" / r.name / f"{r.name}_00000.ts").stat().st_ino
+        assert linked in {p.stat().st_ino for p in mirror.rglob("*.ts")}
+    with w.st.db.session() as s:
+        assert view.check_views(w.st.store, s, repair=False).ok
+    for ref in (f"#{first.id}", f"#{second.id}"):   # labelled alike: the names stay apart
+        w.cli_json("label", ref, "--activity", "夜间巡查", "--category", "其他", "--counterpart", "某店",
+                   "--content", "巡查", "--place", "湖滨南路", user="clerk")
+    with w.st.db.session() as s:
+        a, b = (s.get(m.Recording, r.id).name for r in (first, second))
+        assert a == f"{UNIT}_某店_{first.date}_巡查_r1" and b == f"{a}-{second.device_id[:8]}"
+        assert view.check_views(w.st.store, s, repair=False).ok
+
+
 def test_cli_time_range_label_uses_the_station_time_zone(sqlite_station_world):
     w = sqlite_station_world
     w.dock_device("dev", {"r1": 3})

@@ -34,14 +34,13 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from common.crashpoints import crashpoint
-from station import naming
 from station.access.accounts import has_role
 from station.app import Station
 from station.casework import view
 from station.db import models as m
 from station.errors import Conflict, InvalidInput, NotAllowed, NotFound
 from station.keeping import retention
-from station.recordings import find_recording
+from station.recordings import find_recording, free_name
 
 MAX_TEXT = 200
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -162,10 +161,7 @@ def _new_name(st: Station, s: Session, rec: m.Recording, lab: m.Label | None) ->
     """(name, counterpart, content) the recording is to carry."""
     counterpart = lab.counterpart if lab else st.cfg.naming.counterpart_placeholder
     content = lab.content if lab else st.cfg.naming.content_placeholder
-    name = naming.labelled_name(rec.unit, counterpart, rec.date, content, rec.recording_id)
-    taken = s.scalars(select(m.Recording.id).where(m.Recording.name == name, m.Recording.id != rec.id)).first()
-    if taken is not None:
-        name = naming.labelled_name(rec.unit, counterpart, rec.date, content, rec.recording_id, rec.device_id)
+    name = free_name(s, rec.unit, counterpart, rec.date, content, rec.recording_id, rec.device_id, rec.id)
     return name, counterpart, content
 
 

@@ -21,6 +21,7 @@ from station.config import StationConfig
 from station.db import models as m
 from station.handover.attribution import OfficerTrack
 from station.keeping import retention
+from station.recordings import free_name
 
 # device record types that S4 (completeness) and S10 (supervision) count
 INTERRUPTION_TYPES = ("interruption", "reason-given", "reason-missing", "not-recording")
@@ -94,12 +95,12 @@ def catalogue(ch: Change, cfg: StationConfig, *, device_id: str, docking: m.Dock
         row = s.scalars(select(m.Recording).where(m.Recording.device_id == device_id,
                                                   m.Recording.recording_id == rid)).first()
         if row is None:
-            name = naming.evidence_name(cfg.unit, cfg.naming.counterpart_placeholder,
-                                        naming.evidence_date(start, cfg.timezone), cfg.naming.content_placeholder,
-                                        rid)
+            date = naming.evidence_date(start, cfg.timezone)
+            name = free_name(s, cfg.unit, cfg.naming.counterpart_placeholder, date, cfg.naming.content_placeholder,
+                             rid, device_id)
             row = m.Recording(device_id=device_id, recording_id=rid, station=docking.station, name=name,
                               unit=cfg.unit, counterpart=cfg.naming.counterpart_placeholder,
-                              content=cfg.naming.content_placeholder, date=name.split("_")[2],
+                              content=cfg.naming.content_placeholder, date=date,
                               officer_id=who.recording(rid), start_wall_ns=start, docking_id=docking.id,
                               ingested_ns=now_ns, status="stored")
             s.add(row)
