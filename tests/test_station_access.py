@@ -127,6 +127,46 @@ def test_request_approve_view_copy_and_the_register(station_world, tmp_path):
     assert verify_station(st).ok                  # every request, decision and attempt is attested
 
 
+def test_an_approval_revoked_ends_at_once_and_the_register_keeps_both(station_world):
+    w = station_world
+    w.dock_device("dev", {"r1": 1})
+    rec = _recording(w)
+    ref = str(rec.id)
+    req = w.cli_json("access", "request", ref, "--action", "view", "--reason", "案件复核", user="clerk")
+    rid = str(req["id"])
+    # only an approval in force can be revoked: a pending request is a conflict (exit 6)
+    r = w.cli("access", "revoke", rid, "--note", "不需要了", user="chief")
+    assert r.returncode == 6 and "pending" in r.stderr
+    w.cli_json("access", "approve", rid, "--note", "同意", user="chief")
+    assert w.cli_json("view", ref, user="clerk")["request"] == req["id"]
+    # the requester (no approver) may not revoke (exit 3, audited); a revocation needs a note (exit 2)
+    r = w.cli("access", "revoke", rid, "--note", "不需要了", user="clerk")
+    assert r.returncode == 3
+    assert ("not-allowed", "clerk", f"revoke access request {rid}") in [a[:3] for a in _audit(w, "not-allowed")]
+    assert w.cli("access", "revoke", rid, user="deputy").returncode == 2
+    # any approver but the requester revokes it, with the approval itself kept
+    out = w.cli_json("access", "revoke", rid, "--note", "批准有误", user="deputy")
+    assert (out["status"], out["revoked_by"], out["revoke_note"], out["decided_by"]) == (
+        "revoked", "deputy", "批准有误", "chief")
+    assert out["revoked"] and out["valid_until"]
+    # at once: the next view is refused and says why; revoking again is a conflict
+    r = w.cli("view", ref, user="clerk")
+    assert r.returncode == 3 and "revoked by deputy" in r.stderr
+    assert w.cli("access", "revoke", rid, "--note", "再次", user="chief").returncode == 6
+    # the register: the view before and the refusal after, and the request with who revoked it
+    log = w.cli_json("access", "log", ref, user="auditor")
+    assert [(a["username"], a["granted"], a["approver"]) for a in log["attempts"]] == [
+        ("clerk", True, "chief"), ("clerk", False, None)]
+    assert log["attempts"][1]["rule"] == f"the approval was revoked by deputy (request {rid}: 批准有误)"
+    assert [(q["status"], q["decided_by"], q["revoked_by"], q["revoke_note"]) for q in log["requests"]] == [
+        ("revoked", "chief", "deputy", "批准有误")]
+    assert "已撤销" in w.cli("access", "log", ref, user="auditor", check=True).stdout
+    revoked = _audit(w, "access-revoke")
+    assert [(a[1], a[2]) for a in revoked] == [("deputy", f"access-request:{rid}")]
+    assert revoked[0][3]["reason"] == "批准有误" and revoked[0][3]["details"]["approved_by"] == "chief"
+    assert verify_station(w.st).ok
+
+
 def test_grants_expire_refused_requests_do_not_count_and_purged_is_a_conflict(station_world):
     w = station_world
     w.dock_device("dev", {"r1": 1})

@@ -11,6 +11,7 @@ import subprocess
 import httpx
 from sqlalchemy import select
 
+from station.access.requests import approve, request_access
 from station.clock import NS_PER_HOUR
 from station.db import models as m
 from station.supervision import stats
@@ -149,6 +150,50 @@ def test_li_asks_is_refused_asks_again_is_approved_and_plays(web, browser):
     li = sign_in(browser, web, "li")
     assert li.goto(f"{web.base_url}/recordings/{rec.id}").status == 403
     assert ("li", f"recording:{rec.id}") in audit(web, "not-allowed")
+
+
+def test_an_approver_revokes_a_grant_and_the_playback_stops_at_once(web, browser):
+    rec = _wang_r1(web)
+    req = request_access(web.st, web.user("li"), rec.id, "view", "投诉核查")
+    approve(web.st, web.user("chief"), req.id, hours=2)
+    li = sign_in(browser, web, "li")
+    li.goto(f"{web.base_url}/recordings/{rec.id}")
+    li.fill("input[name=reason]", "投诉核查")
+    li.click("#play")
+    li.wait_for_selector("#video[data-state=ready]", timeout=30000)
+    segment = f"{web.base_url}/recordings/{rec.id}/segments/0.ts"
+    assert fetch(li, segment).ok
+    # chief withdraws it under 其他申请 on /requests: a note is required, then it is shown revoked
+    chief = sign_in(browser, web, "chief")
+    chief.goto(web.base_url + "/requests")
+    row = _row_of(chief, "others", req.id)
+    assert row.locator("td.status").inner_text() == "已批准"
+    row.locator("form.revoke input[name=note]").fill("批准范围有误")
+    follow(chief, row.locator("form.revoke button"))
+    row = _row_of(chief, "others", req.id)
+    assert row.locator("td.status").inner_text() == "已撤销"
+    assert "chief" in row.locator("td.revoke").inner_text() and "批准范围有误" in row.locator("td.revoke").inner_text()
+    assert row.locator("form.revoke").count() == 0
+    screenshot(chief, "requests-revoked")
+    assert ("chief", f"access-request:{req.id}") in audit(web, "access-revoke")
+    # li's open playback ends at its next fetch (refused and audited), and the page is refused again
+    for url in (segment, f"{web.base_url}/recordings/{rec.id}/playlist.m3u8"):
+        r = fetch(li, url)
+        assert r.status == 403, url
+    assert ("li", f"recording:{rec.id}") in audit(web, "not-allowed")
+    assert li.goto(f"{web.base_url}/recordings/{rec.id}").status == 403
+    li.goto(web.base_url + "/requests")                 # where li sees why
+    mine = _row_of(li, "mine", req.id)
+    assert mine.locator("td.status").inner_text() == "已撤销"
+    assert "批准范围有误" in mine.locator("td.revoke").inner_text()
+    assert mine.locator("form.revoke").count() == 0     # nobody revokes from his own list
+    # a second revocation of the same request changes nothing and says why
+    r = fetch(chief, f"{web.base_url}/requests/{req.id}/revoke", {"csrf": csrf_of(chief.content()), "note": "再次"})
+    assert r.status == 409 and "未能撤销" in r.text()
+    with web.st.db.session() as s:
+        got = s.get(m.AccessRequest, req.id)
+        assert (got.status, got.revoked_by, got.revoke_note, got.decided_by) == (
+            "revoked", "chief", "批准范围有误", "chief")
 
 
 def _li_with_a_missing_reason(w):

@@ -96,6 +96,7 @@ ROUTE_RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/requests"): Rule(ALL),
     ("POST", "/requests/{req_id}/approve"): Rule(frozenset({"approver"})),
     ("POST", "/requests/{req_id}/refuse"): Rule(frozenset({"approver"})),
+    ("POST", "/requests/{req_id}/revoke"): Rule(frozenset({"approver"})),
     # supervision (S10): an officer sees his own figures
     ("GET", "/supervision"): Rule(ALL),
     ("GET", "/supervision.csv"): Rule(ALL, files=True),

@@ -10,7 +10,7 @@ reason)`` first and getting an ``Access`` back. The rules (station/docs/access.m
 * an **officer** may *view* (never copy) a recording made under their own officer number
   (警号) without a request when ``[access] officer_views_own`` is true;
 * otherwise **refused** (``NotAllowed``, exit 3): no request, still pending, refused,
-  expired, or a disabled account. A purged recording is a ``Conflict`` (exit 6).
+  expired, revoked, or a disabled account. A purged recording is a ``Conflict`` (exit 6).
 
 Every attempt, granted or refused, is one audited action that writes an ``Access`` row
 (who, what, why, when, under which request and approver) and its signed audit record
@@ -73,6 +73,8 @@ def decide(st: Station, s: Session, user: m.User | None, rec: m.Recording, actio
         return Decision(False, f"the approval has expired (request {last.id}); ask again")
     if last is not None and last.status == "pending":
         return Decision(False, f"the request is not approved yet (request {last.id})")
+    if last is not None and last.status == "revoked":
+        return Decision(False, f"the approval was revoked by {last.revoked_by} (request {last.id}: {last.revoke_note})")
     if last is not None and last.status == "refused":
         return Decision(False, f"the request was refused (request {last.id}: {last.decision_note})")
     return Decision(False, f"no approved request to {action} this recording")

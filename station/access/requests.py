@@ -5,6 +5,9 @@
 * ``approve``: a user with the approver role who is not the requester; the grant is valid for
   ``[access] grant_hours`` (or the hours given), never more than ``MAX_GRANT_HOURS``.
 * ``refuse``: the same people, with a note saying why.
+* ``revoke``: the same people withdraw an approval still in force (granted by mistake, or no
+  longer needed), with a note saying why; the grant ends at once, and a playback it opened
+  with it (``station.web.playback``).
 * ``requests`` / ``access_log``: the lists, and the register of a recording (every request,
   decision and attempt with who, why, when and approver).
 
@@ -30,6 +33,9 @@ MAX_GRANT_HOURS = 7 * 24
 DECIDERS = ("approver",)
 REGISTER_READERS = ("auditor", "approver")
 ACCESS_TYPES = ("view", "copy", "view-refused", "copy-refused")
+STATUS_ZH = {"pending": "待审批", "approved": "已批准", "refused": "不予批准", "expired": "已过期",
+             "revoked": "已撤销"}
+AUDIT_TYPES = {"approve": "access-approve", "refuse": "access-refuse", "revoke": "access-revoke"}
 
 
 def _reason(text: str | None, what: str) -> str:
@@ -80,8 +86,8 @@ def _decide(st: Station, user: m.User, request_id: int, verb: str, note: str | N
                        recording=req.recording)
         raise NotAllowed(f"{user.username} may not {verb} their own request {request_id}: "
                          "another approver must decide it")
-    with st.trail.action(f"access-{'approve' if verb == 'approve' else 'refuse'}", actor=user.username,
-                         subject=f"access-request:{request_id}", reason=note) as ch:
+    with st.trail.action(AUDIT_TYPES[verb], actor=user.username, subject=f"access-request:{request_id}",
+                         reason=note) as ch:
         s = ch.session
         req = s.get(m.AccessRequest, request_id, with_for_update=True)
         me = s.get(m.User, user.username)
@@ -89,12 +95,21 @@ def _decide(st: Station, user: m.User, request_id: int, verb: str, note: str | N
             raise NotFound(f"no access request {request_id}")
         if me is None or not me.active or not has_role(me, *DECIDERS):
             raise NotAllowed(f"{user.username} may not {verb} requests")
+        now = st.now_ns()
+        if verb == "revoke":
+            state = request_state(req, now)
+            if state != "approved":
+                raise Conflict(f"request {request_id} is {state}: only an approval still in force can be revoked")
+            req.status, req.revoked_by, req.revoked_ns, req.revoke_note = "revoked", me.username, now, note
+            ch.touch(req)
+            ch.details.update(recording=req.recording, requester=req.requester, action=req.action,
+                              approved_by=req.decided_by, valid_until_ns=req.valid_until_ns)
+            return req
         if req.status != "pending":
             raise Conflict(f"request {request_id} was already {req.status} by {req.decided_by}")
         rec = s.get(m.Recording, req.recording)
         if verb == "approve" and (rec is None or rec.status != "stored"):
             raise Conflict(f"recording {req.recording} is {rec.status if rec else 'gone'}: nothing to approve")
-        now = st.now_ns()
         req.decided_by, req.decided_ns, req.decision_note = me.username, now, note
         if verb == "approve":
             req.status = "approved"
@@ -127,8 +142,12 @@ def refuse(st: Station, user: m.User, request_id: int, note: str) -> m.AccessReq
     return _decide(st, user, request_id, "refuse", _reason(note, "a note saying why (--note)"))
 
 
+def revoke(st: Station, user: m.User, request_id: int, note: str) -> m.AccessRequest:
+    return _decide(st, user, request_id, "revoke", _reason(note, "a note saying why (--note)"))
+
+
 def request_state(req: m.AccessRequest, now_ns: int) -> str:
-    """pending, refused, approved (valid now) or expired."""
+    """pending, refused, revoked, approved (valid now) or expired."""
     if req.status == "approved" and req.valid_until_ns is not None and req.valid_until_ns <= now_ns:
         return "expired"
     return req.status
@@ -151,7 +170,8 @@ def requests(st: Station, user: m.User, *, pending: bool = False, mine: bool = F
     return [{"id": r.id, "recording": r.recording, "recording_name": rec.name, "requester": r.requester,
              "action": r.action, "reason": r.reason, "requested_ns": r.requested_ns,
              "status": request_state(r, now), "decided_by": r.decided_by, "decided_ns": r.decided_ns,
-             "note": r.decision_note, "valid_until_ns": r.valid_until_ns} for r, rec in rows]
+             "note": r.decision_note, "valid_until_ns": r.valid_until_ns, "revoked_by": r.revoked_by,
+             "revoked_ns": r.revoked_ns, "revoke_note": r.revoke_note} for r, rec in rows]
 
 
 @dataclass(frozen=True)

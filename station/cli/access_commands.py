@@ -1,10 +1,11 @@
-"""Controlled access (S8): ``access request|approve|refuse|list|log``, ``view``, ``copy``; and the
+"""Controlled access (S8): ``access request|approve|refuse|revoke|list|log``, ``view``, ``copy``; and the
 account commands ``user passwd|disable|enable|roles`` (added to ``user`` by admin_commands).
 
 See station/docs/access.md for the rules. Exit codes (station.errors): 0 ok, 1 a stored original
 failed its hash check (view/copy refused, integrity alert audited), 2 bad input, 3 not allowed
-(role, own request, no/expired approval, wrong password), 5 no such recording/request/user,
-6 conflict (purged, already decided, target exists), 7 unavailable (disk full, database gone).
+(role, own request, no/expired/revoked approval, wrong password), 5 no such recording/request/user,
+6 conflict (purged, already decided or not in force, target exists), 7 unavailable (disk full,
+database gone).
 """
 from __future__ import annotations
 
@@ -21,8 +22,6 @@ from station.cli.common import add_common, emit, iso, open_station, signed_in, t
 from station.errors import EXIT_OK, InvalidInput
 from station.recordings import find_recording
 
-STATUS_ZH = {"pending": "待审批", "approved": "已批准", "refused": "不予批准", "expired": "已过期"}
-
 
 def _recording(st: Station, ref: str) -> int:
     with st.db.session() as s:
@@ -31,7 +30,7 @@ def _recording(st: Station, ref: str) -> int:
 
 def _request_row(r: dict[str, Any], tz: str) -> dict[str, Any]:
     return {**r, "requested": iso(r["requested_ns"], tz), "decided": iso(r["decided_ns"], tz),
-            "valid_until": iso(r["valid_until_ns"], tz)}
+            "valid_until": iso(r["valid_until_ns"], tz), "revoked": iso(r["revoked_ns"], tz)}
 
 
 def cmd_request(args: argparse.Namespace) -> int:
@@ -55,15 +54,22 @@ def cmd_decide(args: argparse.Namespace) -> int:
         user = signed_in(args, st)
         if args.access_command == "approve":
             req = requests.approve(st, user, args.request_id, hours=args.hours, note=args.note)
+        elif args.access_command == "revoke":
+            req = requests.revoke(st, user, args.request_id, args.note)
         else:
             req = requests.refuse(st, user, args.request_id, args.note)
         data = _request_row({"id": req.id, "recording": req.recording, "requester": req.requester,
                              "action": req.action, "reason": req.reason, "requested_ns": req.requested_ns,
                              "status": req.status, "decided_by": req.decided_by, "decided_ns": req.decided_ns,
-                             "note": req.decision_note, "valid_until_ns": req.valid_until_ns}, st.cfg.timezone)
+                             "note": req.decision_note, "valid_until_ns": req.valid_until_ns,
+                             "revoked_by": req.revoked_by, "revoked_ns": req.revoked_ns,
+                             "revoke_note": req.revoke_note}, st.cfg.timezone)
     finally:
         st.close()
-    if req.status == "approved":
+    if req.status == "revoked":
+        text = (f"申请 {req.id} 的批准已撤销 (撤销人 {req.revoked_by}): {req.requester} 不能再{ACTION_ZH[req.action]}"
+                f"执法记录 {req.recording}; 理由: {req.revoke_note}")
+    elif req.status == "approved":
         text = (f"申请 {req.id} 已批准 (审批人 {req.decided_by}): {req.requester} 可{ACTION_ZH[req.action]}"
                 f"执法记录 {req.recording}, 有效期至 {data['valid_until']}")
     else:
@@ -82,7 +88,7 @@ def cmd_list(args: argparse.Namespace) -> int:
         st.close()
 
     def human() -> str:
-        shown = [{**r, "action": ACTION_ZH[r["action"]], "status": STATUS_ZH.get(r["status"], r["status"])}
+        shown = [{**r, "action": ACTION_ZH[r["action"]], "status": requests.STATUS_ZH.get(r["status"], r["status"])}
                  for r in rows]
         return table(shown, [("id", "申请号"), ("recording", "记录"), ("requester", "申请人"), ("action", "事项"),
                              ("reason", "事由"), ("requested", "申请时间"), ("status", "状态"),
@@ -105,7 +111,7 @@ def cmd_log(args: argparse.Namespace) -> int:
 
     def human() -> str:
         rec = data["recording"]
-        reqs = [{**r, "action": ACTION_ZH[r["action"]], "status": STATUS_ZH.get(r["status"], r["status"])}
+        reqs = [{**r, "action": ACTION_ZH[r["action"]], "status": requests.STATUS_ZH.get(r["status"], r["status"])}
                 for r in data["requests"]]
         tries = [{**a, "action": ACTION_ZH[a["action"]], "granted": "准许" if a["granted"] else "拒绝"}
                  for a in data["attempts"]]
@@ -113,7 +119,8 @@ def cmd_log(args: argparse.Namespace) -> int:
             f"执法记录 {rec['id']} {rec['name']} ({rec['status']}) — 查阅登记 (S8)", "", "申请与审批:",
             table(reqs, [("id", "申请号"), ("requester", "申请人"), ("action", "事项"), ("reason", "事由"),
                          ("requested", "申请时间"), ("status", "状态"), ("decided_by", "审批人"),
-                         ("decided", "审批时间"), ("note", "审批意见"), ("valid_until", "有效期至")]),
+                         ("decided", "审批时间"), ("note", "审批意见"), ("valid_until", "有效期至"),
+                         ("revoked_by", "撤销人"), ("revoked", "撤销时间"), ("revoke_note", "撤销理由")]),
             "", "查看/复制登记:",
             table(tries, [("at", "时间"), ("username", "人员"), ("action", "事项"), ("granted", "结果"),
                           ("reason", "事由"), ("approver", "审批人"), ("request_id", "申请号"), ("rule", "依据"),
@@ -240,6 +247,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     rf.add_argument("request_id", type=int)
     rf.add_argument("--note", required=True, help="why not (审批意见)")
     rf.set_defaults(func=cmd_decide)
+    rv = add_common(asub.add_parser("revoke", help="withdraw an approval still in force, at once (approver)",
+                                    epilog=epilog))
+    rv.add_argument("request_id", type=int)
+    rv.add_argument("--note", required=True, help="why (撤销理由)")
+    rv.set_defaults(func=cmd_decide)
     ls = add_common(asub.add_parser("list", help="requests (approvers/auditors/admins see all, others their own)",
                                     epilog=epilog))
     ls.add_argument("--pending", action="store_true", help="only those awaiting a decision")

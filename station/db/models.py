@@ -299,11 +299,14 @@ class AccessRequest(Base):
     action: Mapped[str] = mapped_column(String(8))           # view | copy
     reason: Mapped[str] = mapped_column(Text)
     requested_ns: Mapped[int] = mapped_column(Ns)
-    status: Mapped[str] = mapped_column(String(16), default="pending")   # pending approved refused
+    status: Mapped[str] = mapped_column(String(16), default="pending")   # pending approved refused revoked
     decided_by: Mapped[str | None] = mapped_column(String(64))
     decided_ns: Mapped[int | None] = mapped_column(Ns)
     decision_note: Mapped[str | None] = mapped_column(Text)
     valid_until_ns: Mapped[int | None] = mapped_column(Ns)
+    revoked_by: Mapped[str | None] = mapped_column(String(64))         # an approval withdrawn early
+    revoked_ns: Mapped[int | None] = mapped_column(Ns)
+    revoke_note: Mapped[str | None] = mapped_column(Text)
 
 
 class Access(Base):

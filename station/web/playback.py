@@ -6,7 +6,8 @@ for the one request, after its ciphertext and then its plaintext were checked ag
 the device signed (docs/encryption.md); nothing decrypted is written to disk.
 Playing is viewing (S8): "播放" goes through
 ``station.access.viewer.view`` — the access rules, an audited ``view`` record — and opens a
-playback for this session and recording, valid ``PLAYBACK_HOURS``. Each segment is hashed
+playback for this session and recording, valid ``PLAYBACK_HOURS``, or until the approval it
+was opened under is revoked (checked at every fetch). Each segment is hashed
 against the catalogue as it is served (not all of them when play is pressed: an hour is
 gigabytes, and the first frame must not wait for them); a mismatch refuses it and raises an
 integrity alert in the audit journal.
@@ -35,6 +36,7 @@ class Playback:
     durations: dict[int, float]
     expires_ns: int
     journal_seqs: dict[int, int] = field(default_factory=dict)   # index -> the attesting device record
+    request_id: int | None = None          # the approved request it was opened under (None: own recording)
 
 
 class Playbacks:
@@ -53,7 +55,8 @@ class Playbacks:
                      for g in seen.segments if g.index in rows}
         pb = Playback(seen.access.id, seen.recording, {g.index: g for g in seen.segments}, durations,
                       st.now_ns() + PLAYBACK_HOURS * NS_PER_HOUR,
-                      {g.index: rows[g.index].journal_seq for g in seen.segments if g.index in rows})
+                      {g.index: rows[g.index].journal_seq for g in seen.segments if g.index in rows},
+                      seen.access.request_id)
         with self._lock:
             self._open[(session, recording_id)] = pb
         return pb
@@ -63,6 +66,15 @@ class Playbacks:
             pb = self._open.get((session, recording_id))
         if pb is None or pb.expires_ns < st.now_ns():
             raise NotAllowed("no playback is open for this recording: press 播放 (it checks the access rules)")
+        if pb.request_id is not None:
+            with st.db.session() as s:
+                grant = s.get(m.AccessRequest, pb.request_id)
+            if grant is None or grant.status != "approved":
+                with self._lock:
+                    if self._open.get((session, recording_id)) is pb:
+                        del self._open[(session, recording_id)]
+                raise NotAllowed(f"the approval this playback was opened under (request {pb.request_id}) "
+                                 "was revoked")
         return pb
 
     @staticmethod

@@ -3,7 +3,8 @@
 The rules are ``station.access.requests`` (and ``policy`` for what a grant allows); this module
 only turns forms into those calls. Anyone signed in with a role asks (from the recording page
 or with a recording's number here); an approver other than the requester approves (with the
-hours it is valid) or refuses (with a note). A refused decision (own request, wrong role) is
+hours it is valid) or refuses (with a note), and may revoke an approval still in force (with a
+note). A refused decision (own request, wrong role) is
 audited by the rules and answered with the "无权访问" page; a bad or late form (no reason,
 hours out of range, already decided) is shown on the page with nothing changed.
 """
@@ -22,13 +23,12 @@ from station.recordings import find_recording
 from station.web.guard import STAFF, Refused, Web
 from station.web.sessions import SignedIn
 
-STATUS_ZH = {"pending": "待审批", "approved": "已批准", "refused": "不予批准", "expired": "已过期"}
 ERROR_STATUS = {InvalidInput: 400, NotFound: 404, Conflict: 409}
 
 
 def register(app: FastAPI, web: Web) -> None:
     st = web.st
-    web.templates.env.globals.update(REQUEST_STATUS_ZH=STATUS_ZH, ACTION_ZH=ACTION_ZH,
+    web.templates.env.globals.update(REQUEST_STATUS_ZH=rq.STATUS_ZH, ACTION_ZH=ACTION_ZH,
                                      access_requests_of=lambda user, rec_id: rq.requests(st, user, recording=rec_id))
 
     def page(request: Request, signed: SignedIn, status: int = 200, error: str = "", **form: Any) -> Response:
@@ -76,12 +76,15 @@ def register(app: FastAPI, web: Web) -> None:
                 if text and not text.isdigit():
                     raise InvalidInput(f"有效时长须为 1 到 {rq.MAX_GRANT_HOURS} 的整数小时（收到 {text!r}）")
                 rq.approve(st, signed.user, req_id, hours=int(text) if text else None, note=note)
+            elif verb == "revoke":
+                rq.revoke(st, signed.user, req_id, note)
             else:
                 rq.refuse(st, signed.user, req_id, note)
         except NotAllowed as exc:
             raise Refused(f"审批调阅申请 {req_id}", str(exc)) from None
         except StationError as exc:
-            return page(request, signed, ERROR_STATUS.get(type(exc), 409), f"申请 {req_id} 未能审批：{exc}")
+            done = "撤销" if verb == "revoke" else "审批"
+            return page(request, signed, ERROR_STATUS.get(type(exc), 409), f"申请 {req_id} 未能{done}：{exc}")
         return RedirectResponse(f"/requests?done={req_id}", status_code=303)
 
     @app.post("/requests/{req_id}/approve")
@@ -97,3 +100,9 @@ def register(app: FastAPI, web: Web) -> None:
         web.check_csrf(signed, csrf)
         return decide(request, signed, req_id, "refuse", "", note)
 
+
+    @app.post("/requests/{req_id}/revoke")
+    def revoke(request: Request, req_id: int, csrf: str = Form(""), note: str = Form("")) -> Response:
+        signed = web.who(request)
+        web.check_csrf(signed, csrf)
+        return decide(request, signed, req_id, "revoke", "", note)

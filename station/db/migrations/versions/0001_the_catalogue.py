@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises:
-Create Date: 2026-11-23 23:00:15.374918
+Create Date: 2026-11-24 04:33:00.391194
 """
 from __future__ import annotations
 
@@ -164,6 +164,9 @@ def upgrade() -> None:
     sa.Column('decided_ns', sa.BigInteger(), nullable=True),
     sa.Column('decision_note', sa.Text(), nullable=True),
     sa.Column('valid_until_ns', sa.BigInteger(), nullable=True),
+    sa.Column('revoked_by', sa.String(length=64), nullable=True),
+    sa.Column('revoked_ns', sa.BigInteger(), nullable=True),
+    sa.Column('revoke_note', sa.Text(), nullable=True),
     sa.ForeignKeyConstraint(['recording'], ['recordings.id'], ),
     sa.ForeignKeyConstraint(['requester'], ['users.username'], ),
     sa.PrimaryKeyConstraint('id')
