@@ -88,3 +88,6 @@ def record(tmp_path):
 
 # one throwaway PostgreSQL cluster per session, for the station tests that run on both backends
 from tests.pg import pg_cluster  # noqa: E402,F401
+
+# the scripted one-hour shift, run once per session for the scenario and shift-report tests
+from tests.shift_fixture import shift_1h  # noqa: E402,F401

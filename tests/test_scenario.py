@@ -5,17 +5,17 @@ from pathlib import Path
 import pytest
 
 from recorder.journal import iter_records
+from recorder.verify import verify_directory
 from sim.scenario import parse, run
 
 REPO = Path(__file__).resolve().parent.parent
 
 
 @pytest.fixture(scope="module")
-def shift(tmp_path_factory):
-    base = tmp_path_factory.mktemp("shift")
-    sc = parse((REPO / "sim/scenarios/shift-1h.txt").read_text(), REPO)
-    result = run(sc, base / "evidence", key_dir=base / "key")
-    return result, list(iter_records(base / "evidence" / "journal.log"))
+def shift(shift_1h):
+    """The session's one-hour shift (tests/shift_fixture.py), verified again here with its key."""
+    verification = verify_directory(shift_1h.evidence, shift_1h.public_key.read_bytes())
+    return verification, list(iter_records(shift_1h.evidence / "journal.log"))
 
 
 def of(recs, kind):
@@ -23,9 +23,9 @@ def of(recs, kind):
 
 
 def test_the_shift_verifies(shift):
-    result, recs = shift
-    assert result.verification.ok, result.verification.failure
-    assert result.verification.files == len(of(recs, "segment")) + len(of(recs, "voice-note"))
+    verification, recs = shift
+    assert verification.ok, verification.failure
+    assert verification.files == len(of(recs, "segment")) + len(of(recs, "voice-note"))
 
 
 def test_every_check_reason_and_mark_is_in_the_journal(shift):

@@ -2,7 +2,6 @@
 shipped one-hour shift: the picture shows what the journal holds, and the summary's figures are
 the journal's own, counted here independently."""
 import json
-import os
 import xml.etree.ElementTree as ET
 from collections import Counter
 from pathlib import Path
@@ -10,28 +9,17 @@ from pathlib import Path
 import pytest
 
 from firmware import cli
-from recorder.identity import PUBLIC_KEY_NAME
 from recorder.journal import iter_records
-from sim.scenario import run_file
 
 REPO = Path(__file__).resolve().parent.parent
 SVG = "{http://www.w3.org/2000/svg}"
 
 
 @pytest.fixture(scope="module")
-def shift(tmp_path_factory):
-    base = tmp_path_factory.mktemp("report")
-    out = base / "shift"
-    cwd = os.getcwd()
-    os.chdir(REPO)   # the script names its speech file relative to the repository
-    try:
-        status = run_file(REPO / "sim/scenarios/shift-1h.txt", out)   # the real runner, as the CLI runs it
-    finally:
-        os.chdir(cwd)
-    assert status == 0
-    recs = list(iter_records(out / "journal.log"))
-    svg = base / "shift-report.svg"
-    return out, base / "shift-key" / PUBLIC_KEY_NAME, recs, ET.parse(svg).getroot(), svg
+def shift(shift_1h):
+    """The session's one-hour shift (tests/shift_fixture.py), run by ``run_file`` as the CLI runs it."""
+    recs = list(iter_records(shift_1h.evidence / "journal.log"))
+    return shift_1h.evidence, shift_1h.public_key, recs, ET.parse(shift_1h.report).getroot(), shift_1h.report
 
 
 def of(recs, kind):
