@@ -9,6 +9,7 @@ read back with ``pdftotext``, packages unpacked with the system's ``tar`` and ch
 (``web_fixture.screenshot``: ``out/screenshots/`` or ``$STATION_SCREENSHOTS``).
 """
 import csv
+import fcntl
 import io
 import json
 import os
@@ -227,7 +228,8 @@ def test_export_from_the_web_download_and_verify_with_the_package_recipe(web, br
     page.fill("#export-form input[name=extractor]", EXTRACTOR)
     page.fill("#export-form input[name=copies]", "2")
     follow(page, "#export-submit")
-    assert page.locator("#export-made").count() == 1
+    page.locator("#export-made").wait_for(timeout=60000)    # written in the background; the page follows it
+    assert page.locator("#export-made").count() == 1 and page.locator("#export-running").count() == 0
     with web.st.db.session() as s:
         exp = s.scalars(select(m.Export)).one()
     row = page.inner_text(f"#export-{exp.id}")
@@ -311,6 +313,65 @@ def test_export_from_the_web_download_and_verify_with_the_package_recipe(web, br
 ROUTES = [("GET", "/cases"), ("GET", "/cases/X"), ("GET", "/cases/X/checklist.pdf"), ("POST", "/cases"),
           ("POST", "/cases/X/status"), ("GET", "/holds"), ("POST", "/holds"), ("POST", "/holds/1/release"),
           ("GET", "/exports"), ("POST", "/exports"), ("GET", "/exports/1/1.tar"), ("POST", "/labels/1/correct")]
+
+
+def _a_case_the_clerk_may_copy(web) -> None:
+    clerk = web.user("clerk")
+    open_case(web.st, clerk, CASE_NO, CASE_NAME, "行政处罚", "市容科")
+    label_recording(web.st, clerk, "r1", LabelInput(case_no=CASE_NO, counterpart="某水果店", content="占道经营检查",
+                                                     place="思明区中山路"))
+    approve(web.st, web.user("chief"), request_access(web.st, clerk, rec_ids(web)["r1"], "copy", "案卷归档").id)
+
+
+def _submit_export(page, web) -> None:
+    page.goto(f"{web.base_url}/exports?case={CASE_NO}")
+    page.fill("#export-form input[name=maker]", MAKER)
+    page.fill("#export-form input[name=extractor]", EXTRACTOR)
+    follow(page, "#export-submit")
+
+
+def test_the_export_form_is_answered_at_once_and_the_page_follows_the_package_being_written(web, browser):
+    """Another export holds the export directory (its lock, as a second station process would):
+    the form is answered all the same, the page says the package is being made and refreshes
+    itself, only its clerk sees the job, and the package appears once the directory is free."""
+    _a_case_the_clerk_may_copy(web)
+    out = web.st.store / "exports"
+    out.mkdir(exist_ok=True)
+    fd = os.open(out / ".station-export.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(fd, fcntl.LOCK_EX)
+    try:
+        page = sign_in(browser, web, "clerk")
+        _submit_export(page, web)
+        assert "/exports?job=" in page.url
+        assert "正在生成导出包" in page.inner_text("#export-running")
+        with web.st.db.session() as s:
+            assert s.scalars(select(m.Export)).first() is None
+        chief = sign_in(browser, web, "chief")                 # staff, but not the clerk who started it
+        chief.goto(web.base_url + "/exports?job=" + page.url.split("job=", 1)[1])
+        assert "没有这个导出任务" in chief.inner_text("#export-error")
+        assert chief.locator("#export-running").count() == 0
+        screenshot(page, "casework-export-running")
+    finally:
+        os.close(fd)
+    page.locator("#export-made").wait_for(timeout=60000)
+    with web.st.db.session() as s:
+        exp = s.scalars(select(m.Export)).one()
+    assert CASE_NO in page.inner_text(f"#export-{exp.id}") and page.locator("#export-running").count() == 0
+    assert [p.name for p in out.iterdir() if p.name.startswith(".station-export-partial")] == []
+
+
+def test_an_export_that_fails_in_the_background_says_why_on_the_page_and_leaves_nothing(web, browser):
+    _a_case_the_clerk_may_copy(web)
+    out = web.st.store / "exports"
+    out.write_text("not a directory", encoding="utf-8")    # the export directory cannot be used
+    page = sign_in(browser, web, "clerk")
+    _submit_export(page, web)
+    page.locator("#export-error").wait_for(timeout=60000)
+    assert "导出未完成" in page.inner_text("#export-error") and str(out) in page.inner_text("#export-error")
+    assert page.locator("#export-running").count() == 0 and page.locator("#export-made").count() == 0
+    with web.st.db.session() as s:
+        assert s.scalars(select(m.Export)).first() is None
+    assert out.read_text(encoding="utf-8") == "not a directory"
 
 
 def test_casework_routes_need_a_session_and_csrf(web):

@@ -462,11 +462,31 @@ def _verify_copy(copy: Path, built: _Built) -> None:
 
 
 # ---- the action --------------------------------------------------------------------------------------
-def export(st: Station, user: m.User, *, case_no: str | None = None, refs: list[str] | None = None,
-           out: Path, maker: str, extractor: str, copies: int = 1, want_playable: bool = False,
-           reason: str | None = None) -> ExportResult:
-    """Export for the case file (S7). Raises NotAllowed (role, access), NotFound, Conflict (purged,
-    incomplete, exists), InvalidInput, Unavailable (disk full, store damaged)."""
+@dataclass(frozen=True)
+class Prepared:
+    """An export that passed every check (role, form, selection, S8 copy access: registered), not
+    yet written: ``make`` writes it. The web makes it in the background after answering."""
+
+    sel: Selection
+    maker: str
+    extractor: str
+    copies: int
+    want_playable: bool
+    reason: str
+    extracted_ns: int
+    name: str
+
+    @property
+    def bytes_to_copy(self) -> int:
+        """The original segments' bytes, times the copies (what the disk must take, at least)."""
+        return self.copies * sum(g.size for r in self.sel.recordings for g in r.segments)
+
+
+def prepare(st: Station, user: m.User, *, case_no: str | None = None, refs: list[str] | None = None,
+            maker: str, extractor: str, copies: int = 1, want_playable: bool = False,
+            reason: str | None = None) -> Prepared:
+    """The checks of an export, quick (no bytes read). Raises NotAllowed (role, access), NotFound,
+    Conflict (purged, incomplete), InvalidInput."""
     require_role(st, user, *EXPORT_ROLES, what="export recordings for the case file (S7)")
     maker, extractor = (maker or "").strip(), (extractor or "").strip()
     if not maker or not extractor:
@@ -484,7 +504,14 @@ def export(st: Station, user: m.User, *, case_no: str | None = None, refs: list[
     if sel.unnamed:
         raise InvalidInput(sel.unnamed)
     extracted_ns = st.now_ns()
-    name = export_name(sel, extracted_ns, st.cfg.timezone)
+    return Prepared(sel, maker, extractor, copies, want_playable, why, extracted_ns,
+                    export_name(sel, extracted_ns, st.cfg.timezone))
+
+
+def make(st: Station, user: m.User, prep: Prepared, out: Path) -> ExportResult:
+    """Write a prepared export into ``out`` (module docstring, "Faults"). Raises Conflict (exists),
+    InvalidInput (``out`` unusable), Unavailable (disk full, store damaged)."""
+    sel, name = prep.sel, prep.name
     try:
         out.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
@@ -492,15 +519,16 @@ def export(st: Station, user: m.User, *, case_no: str | None = None, refs: list[
     out = out.resolve()
     with _locked(out):
         cleaned = clean_leftovers(st, out)
-        finals = [out / f"{name}-{COPY_WORD}{n}" for n in range(1, copies + 1)]
+        finals = [out / f"{name}-{COPY_WORD}{n}" for n in range(1, prep.copies + 1)]
         for f in finals:
             if f.exists():
                 raise Conflict(f"{f} exists already")
-        _check_space(out, sel, copies)
+        _check_space(out, sel, prep.copies)
         tmp = out / f"{PARTIAL_PREFIX}{os.getpid()}.{secrets.token_hex(4)}"
         try:
-            result = _build_and_commit(st, user, sel, tmp, finals, name=name, maker=maker, extractor=extractor,
-                                       extracted_ns=extracted_ns, reason=why, want_playable=want_playable)
+            result = _build_and_commit(st, user, sel, tmp, finals, name=name, maker=prep.maker,
+                                       extractor=prep.extractor, extracted_ns=prep.extracted_ns, reason=prep.reason,
+                                       want_playable=prep.want_playable)
         except OSError as exc:
             _cleanup(tmp)
             if exc.errno in (errno.ENOSPC, errno.EDQUOT):
@@ -513,6 +541,16 @@ def export(st: Station, user: m.User, *, case_no: str | None = None, refs: list[
         _cleanup(tmp)
     result.cleaned = cleaned
     return result
+
+
+def export(st: Station, user: m.User, *, case_no: str | None = None, refs: list[str] | None = None,
+           out: Path, maker: str, extractor: str, copies: int = 1, want_playable: bool = False,
+           reason: str | None = None) -> ExportResult:
+    """Export for the case file (S7): ``prepare`` then ``make``. Raises NotAllowed (role, access),
+    NotFound, Conflict (purged, incomplete, exists), InvalidInput, Unavailable (disk full, store
+    damaged)."""
+    return make(st, user, prepare(st, user, case_no=case_no, refs=refs, maker=maker, extractor=extractor,
+                                  copies=copies, want_playable=want_playable, reason=reason), out)
 
 
 def _cleanup(tmp: Path) -> None:

@@ -17,6 +17,7 @@ from station.access.accounts import ROLE_ZH, has_role
 from station.app import Station
 from station.cli.common import iso
 from station.web import sessions
+from station.web.export_jobs import ExportJobs
 from station.web.playback import Playbacks
 
 HERE = Path(__file__).resolve().parent
@@ -44,6 +45,7 @@ class Web:
     def __init__(self, st: Station) -> None:
         self.st = st
         self.playbacks = Playbacks()      # open playbacks by (session, recording); see playback.py
+        self.exports = ExportJobs()       # exports being written in the background; see export_jobs.py
         self.templates = Jinja2Templates(directory=str(HERE / "templates"))
         self.templates.env.globals.update(ROLE_ZH=ROLE_ZH)
         self.templates.env.filters["iso"] = lambda ns: (iso(ns, st.cfg.timezone) or "")[:19].replace("T", " ")

@@ -1,8 +1,10 @@
 """Exports for the case file (S7) from the web: make one (a case, or chosen recordings), list them,
 download a copy as one streamed tar or zip.
 
-Making is ``station.export.package.export`` (clerk role, an approved copy request per recording,
-all registered); packages go to ``<store>/exports``. A download serves only a copy directory of
+Making is ``station.export.package``: its checks (clerk role, an approved copy request per
+recording, all registered) in the request, then the package written in the background
+(``station.web.export_jobs``) while the clerk's page shows it being made and refreshes itself
+until it is there; packages go to ``<store>/exports``. A download serves only a copy directory of
 an ``Export`` row, resolved inside that directory (never a path from the request), only to a
 clerk, and is an audited ``export-download`` event.
 """
@@ -23,7 +25,7 @@ from station.app import Station
 from station.casework import cases
 from station.db import models as m
 from station.errors import NotAllowed, StationError
-from station.export.package import COPY_WORD, EXPORT_ROLES, MAX_COPIES, export
+from station.export.package import COPY_WORD, EXPORT_ROLES, MAX_COPIES, prepare
 from station.web import archive
 from station.web.guard import STAFF, Refused, Web
 from station.web.routes.cases import attachment
@@ -52,13 +54,24 @@ def register(app: FastAPI, web: Web) -> None:
 
     @app.get("/exports", response_class=HTMLResponse)
     def export_list(request: Request, case: str = "", recordings: str = "", error: str = "",
-                    made: str = "") -> Response:
+                    made: str = "", job: str = "") -> Response:
         signed = web.who(request)
         web.need(signed, *STAFF, what="view the exports")
+        running = None
+        if job:
+            found = web.exports.get(job, signed.user.username)
+            if found is None:
+                error = error or "没有这个导出任务（本站可能已重启）：请查看下方列表，必要时重新导出"
+            elif found.state == "done":
+                return RedirectResponse(f"/exports?made={found.export_id}#export-{found.export_id}", status_code=303)
+            elif found.state == "failed":
+                error = error or f"导出未完成，未留下任何文件：{found.error}"
+            else:
+                running = found
         return web.render(request, "exports.html", signed=signed, rows=export_rows(st),
                           cases=[c for c in cases.list_cases(st) if c["recordings"]], case=case,
                           recordings=recordings, error=error, made=made, max_copies=MAX_COPIES,
-                          may_export=has_role(signed.user, *EXPORT_ROLES))
+                          may_export=has_role(signed.user, *EXPORT_ROLES), running=running)
 
     @app.post("/exports")
     def export_make(request: Request, csrf: str = Form(""), case_no: str = Form(""), recordings: str = Form(""),
@@ -70,15 +83,16 @@ def register(app: FastAPI, web: Web) -> None:
         refs = [r for r in _REFS.split(recordings.strip()) if r]
         try:
             n_copies = int(copies) if copies.strip().isdigit() else 0
-            res = export(st, signed.user, case_no=case_no.strip() or None, refs=refs, out=export_dir(st),
-                         maker=maker, extractor=extractor, copies=n_copies, want_playable=playable == "1",
-                         reason=reason or None)
+            prep = prepare(st, signed.user, case_no=case_no.strip() or None, refs=refs, maker=maker,
+                           extractor=extractor, copies=n_copies, want_playable=playable == "1",
+                           reason=reason or None)
+            job = web.exports.start(st, signed.user, prep, export_dir(st))
         except NotAllowed as exc:      # registered by the export (role or copy access)
             raise Refused("导出录像", f"{exc}。每段录像都需要本人已获批准的复制申请。") from None
         except StationError as exc:
             return RedirectResponse(f"/exports?error={quote(str(exc))}&case={quote(case_no)}"
                                     f"&recordings={quote(recordings)}", status_code=303)
-        return RedirectResponse(f"/exports?made={res.export_id}#export-{res.export_id}", status_code=303)
+        return RedirectResponse(f"/exports?job={job.id}", status_code=303)
 
     @app.get("/exports/{export_id}/{copy}.{fmt}")
     def export_download(request: Request, export_id: int, copy: int, fmt: str) -> Response:
