@@ -173,6 +173,8 @@ def bench_backend(backend: str, args: argparse.Namespace, base: Path, pg: Any) -
         "search combined": f"/?officer={busy_officer}&label=已标注&hold=free&category={cats[0]}",
         "recording page": f"/recordings/{gen.first_id + args.recordings // 2}",
         "labelling queue": "/queue",
+        "expiry (past retention, 30 days ahead)": "/expiry",
+        "expiry (a year ahead)": "/expiry?days=365",
         "healthz (floor)": "/healthz",
     }
     result: dict[str, Any] = {"backend": backend, "recordings": gen.recordings, "segments": gen.segments,

@@ -6,8 +6,8 @@
   ``[access] grant_hours`` (or the hours given), never more than ``MAX_GRANT_HOURS``.
 * ``refuse``: the same people, with a note saying why.
 * ``revoke``: the same people withdraw an approval still in force (granted by mistake, or no
-  longer needed), with a note saying why; the grant ends at once, and a playback it opened
-  with it (``station.web.playback``).
+  longer needed), with a note saying why; the grant ends at once, and so does a web playback
+  opened under it (``station.web.playback``).
 * ``requests`` / ``access_log``: the lists, and the register of a recording (every request,
   decision and attempt with who, why, when and approver).
 

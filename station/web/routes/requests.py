@@ -4,9 +4,9 @@ The rules are ``station.access.requests`` (and ``policy`` for what a grant allow
 only turns forms into those calls. Anyone signed in with a role asks (from the recording page
 or with a recording's number here); an approver other than the requester approves (with the
 hours it is valid) or refuses (with a note), and may revoke an approval still in force (with a
-note). A refused decision (own request, wrong role) is
-audited by the rules and answered with the "无权访问" page; a bad or late form (no reason,
-hours out of range, already decided) is shown on the page with nothing changed.
+note). A refused decision (own request, wrong role) is audited by the rules and answered with
+the "无权访问" page; a bad or late form (no reason, hours out of range, already decided, not in
+force) is shown on the page with nothing changed.
 """
 from __future__ import annotations
 
@@ -81,7 +81,7 @@ def register(app: FastAPI, web: Web) -> None:
             else:
                 rq.refuse(st, signed.user, req_id, note)
         except NotAllowed as exc:
-            raise Refused(f"审批调阅申请 {req_id}", str(exc)) from None
+            raise Refused(f"{'撤销' if verb == 'revoke' else '审批'}调阅申请 {req_id}", str(exc)) from None
         except StationError as exc:
             done = "撤销" if verb == "revoke" else "审批"
             return page(request, signed, ERROR_STATUS.get(type(exc), 409), f"申请 {req_id} 未能{done}：{exc}")
@@ -99,7 +99,6 @@ def register(app: FastAPI, web: Web) -> None:
         signed = web.who(request)
         web.check_csrf(signed, csrf)
         return decide(request, signed, req_id, "refuse", "", note)
-
 
     @app.post("/requests/{req_id}/revoke")
     def revoke(request: Request, req_id: int, csrf: str = Form(""), note: str = Form("")) -> Response:
