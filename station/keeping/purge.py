@@ -49,7 +49,7 @@ from station.access.accounts import require_role
 from station.app import Station
 from station.db import models as m
 from station.errors import Conflict, InvalidInput, NotFound
-from station.keeping.retention import active_holds, retention_end
+from station.keeping.retention import active_holds_many, explain_many
 
 log = logging.getLogger(__name__)
 
@@ -163,12 +163,22 @@ def _sha256(path: Path) -> str:
 # ---- may it be purged? --------------------------------------------------------------------------
 def refusal(st: Station, s: Session, rec: m.Recording, now_ns: int) -> str | None:
     """Why ``rec`` may not be purged now (Chinese and English for the clerk), or None."""
+    return refusals(st, s, [rec], now_ns)[rec.id]
+
+
+def refusals(st: Station, s: Session, recs: list[m.Recording], now_ns: int) -> dict[int, str | None]:
+    """``refusal`` of many recordings, by id, with their holds and fresh retention ends read in a
+    few queries for all of them (``retention.explain_many``)."""
+    holds = active_holds_many(s, [r.id for r in recs])
+    fresh = explain_many(st.cfg, s, recs)
+    return {rec.id: _refusal(rec, holds[rec.id], fresh[rec.id].end_ns, now_ns) for rec in recs}
+
+
+def _refusal(rec: m.Recording, holds: list[m.Hold], fresh: int | None, now_ns: int) -> str | None:
     if rec.status == "purged":
         return f"已销毁 already purged at {rec.purged_ns}"
-    holds = active_holds(s, rec.id)
     if holds:
         return "长期保存（封存）中 held: " + ", ".join(f"hold {h.id} ({h.kind})" for h in holds)
-    fresh = retention_end(st.cfg, s, rec)
     ends = [rec.retention_end_ns, fresh]
     if any(e is None for e in ends):
         return "保存期限未确定（关联案件未结案）retention open: a linked case is not closed"
@@ -185,8 +195,10 @@ def candidates(st: Station, *, include_files: bool = True) -> list[Candidate]:
     with st.db.session() as s:
         q = select(m.Recording).where(m.Recording.status == "stored", m.Recording.retention_end_ns.is_not(None),
                                       m.Recording.retention_end_ns <= now).order_by(m.Recording.id)
-        for rec in s.scalars(q):
-            if refusal(st, s, rec, now) is not None:
+        recs = list(s.scalars(q))
+        refused = refusals(st, s, recs, now)
+        for rec in recs:
+            if refused[rec.id] is not None:
                 continue
             c = Candidate(rec.id, rec.name, rec.device_id, rec.recording_id, rec.retention_end_ns)
             if include_files:

@@ -28,7 +28,7 @@ from station.web.guard import STAFF, Refused, Web
 
 UPCOMING_DAYS = 30          # the default look-ahead; ?days=N (1..3650) for another
 UNFINISHED_CHECKED = 20     # the latest purges checked for files left behind (see purge.unfinished)
-SHOWN = 500                 # rows shown per list (the page says how many more there are)
+SHOWN = 200                 # rows shown per list, oldest first (the page says how many more there are)
 _CHINESE_PART = re.compile(r"[^A-Za-z]+")
 
 
@@ -56,11 +56,14 @@ def expiry_rows(st: Station, days: int) -> dict[str, Any]:
         held = set(s.scalars(select(m.Hold.recording).join(m.Recording, m.Recording.id == m.Hold.recording)
                              .where(*window, m.Hold.released_ns.is_(None))))
         q = select(m.Recording).where(*window).order_by(m.Recording.retention_end_ns, m.Recording.id)
-        for rec in s.scalars(q):
+        recs = list(s.scalars(q))
+        # past retention: due unless purge.refusals says why not (the test of purge.candidates),
+        # judged for all of them in a few queries
+        refused = purge.refusals(st, s, [r for r in recs if (r.retention_end_ns or 0) <= now], now)
+        for rec in recs:
             end = rec.retention_end_ns
             assert end is not None                      # the window's condition
-            # past retention: due unless purge.refusal says why not (the test of purge.candidates)
-            why = purge.refusal(st, s, rec, now) if end <= now else None
+            why = refused.get(rec.id)
             kind = "upcoming" if end > now else "kept" if why else "due"
             rows["totals"][kind] += 1
             if len(rows[kind]) >= SHOWN:
