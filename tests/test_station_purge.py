@@ -6,6 +6,7 @@ run`` killed with SIGKILL at named crash points (common/crashpoints.py), then ru
 """
 from __future__ import annotations
 
+import fcntl
 import json
 import os
 import shutil
@@ -21,7 +22,7 @@ from recorder.journal import iter_records
 from station.audit.integrity import verify_station
 from station.clock import NS_PER_DAY
 from station.db import models as m
-from station.errors import Conflict, InvalidInput, NotAllowed, NotFound
+from station.errors import Conflict, InvalidInput, NotAllowed, NotFound, Unavailable
 from station.keeping import holds, purge
 from tests.station_fixture import sqlite_station_world, station_world  # noqa: F401
 
@@ -126,6 +127,34 @@ def test_purge_is_refused_in_retention_and_when_held_and_works_after_with_hashes
     # released, the held one expires like any other
     holds.release(w.st, w.user("chief"), hold.id, reason="投诉已处理完毕")
     assert [c.recording for c in purge.candidates(w.st)] == [r2]
+
+
+def test_a_purge_waits_for_no_docking_of_the_device_and_a_docking_none_for_the_purge(sqlite_station_world):
+    """A docking builds its new mirror from hard links to the old one and swaps it in: a purge
+    committed meanwhile would have its files brought back. Both hold the device's lock
+    (``devices/<id>/dock.lock``), so a purge meeting a docking stops (exit 7, nothing purged)
+    and goes through once the docking is over."""
+    w = sqlite_station_world
+    w.dock_device("dev", {"r1": 1}, wall0_ns=old_wall0())
+    r1 = rec_id(w, "r1")
+    files = stored_files(w, "r1")
+    w.clock.advance(OLD)
+    with w.st.db.session() as s:
+        device = s.get(m.Recording, r1).device_id
+    fd = os.open(w.st.store / "devices" / device / "dock.lock", os.O_RDWR)
+    fcntl.flock(fd, fcntl.LOCK_EX)                       # as a docking of this device holds it
+    try:
+        with pytest.raises(Unavailable, match="docking"):
+            purge.purge(w.st, w.user("admin"), [str(r1)], reason="到期销毁")
+        r = w.cli("purge", "run", "--reason", "到期销毁", "--confirm", user="admin")
+        assert r.returncode == 7 and "docking" in r.stderr, r.stderr
+    finally:
+        os.close(fd)
+    with w.st.db.session() as s:
+        assert s.get(m.Recording, r1).status == "stored" and s.scalars(select(m.Purge)).first() is None
+    assert all(p.is_file() for p in files) and audit(w, "purge") == []
+    done = purge.purge(w.st, w.user("admin"), [str(r1)], reason="到期销毁")
+    assert [o.recording for o in done] == [r1] and not any(os.path.lexists(p) for p in files)
 
 
 def test_purge_commands_list_dry_run_roles_and_confirm(station_world):

@@ -61,7 +61,6 @@ from __future__ import annotations
 import contextlib
 import ctypes
 import errno
-import fcntl
 import hashlib
 import json
 import logging
@@ -80,6 +79,7 @@ from recorder.journal import JOURNAL_NAME
 from recorder.records import MalformedLine
 from recorder.verify import KnownDigest, VerificationFailure, verify_directory
 from station.app import Station
+from station.device_lock import DeviceLocked, device_lock
 from station.dock import pki
 from station.dock.catalogue import ingest_rows, link_or_copy
 from station.dock.ledger import STATION_ACTOR, Ledger
@@ -122,25 +122,21 @@ _link = link_or_copy
 
 
 class DeviceBusy(LinkInterrupted):
-    """Another ``station dock`` process of this store is docking the same device right now
-    (try again when it is done: exit 75, like an interrupted docking)."""
+    """Another ``station dock`` process of this store is docking the same device right now, or a
+    purge is removing its files (try again when it is done: exit 75, like an interrupted docking)."""
 
 
 @contextlib.contextmanager
 def _device_lock(dev_dir: Path, device_id: str) -> Iterator[None]:
-    """One docking per device at a time (several devices dock at once, each in its own process).
-
-    ``devices/<id>/dock.lock`` is held (flock) for the whole docking; it is released by the
-    kernel when the process dies, so a lock never outlives a killed docking."""
-    fd = os.open(dev_dir / "dock.lock", os.O_RDWR | os.O_CREAT, 0o640)
+    """One docking per device at a time (several devices dock at once, each in its own process),
+    and none while a purge removes that device's files: ``station.device_lock``, held for the
+    whole docking."""
     try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise DeviceBusy(f"device {device_id} is being docked by another process of this station") from None
-        yield
-    finally:
-        os.close(fd)
+        with device_lock(dev_dir):
+            yield
+    except DeviceLocked:
+        raise DeviceBusy(f"device {device_id} is being docked by another process of this station, or a purge "
+                         "of its recordings is running") from None
 
 
 def _exchange(a: Path, b: Path) -> bool:

@@ -24,6 +24,11 @@ Order, and what a ``kill -9`` leaves (crash points ``purge-*``, common/crashpoin
 
 A held recording, one still in retention (or linked to an open case), or one already
 purged is refused with Conflict (exit 6), even when named explicitly.
+
+Each recording is purged holding its device's lock (``station.device_lock``, the one a docking
+holds throughout), so a docking of that device never builds its new mirror meanwhile. A device
+docking right now stops the run there with Unavailable (exit 7; what was purged before stays
+purged): run it again when the docking has finished.
 """
 from __future__ import annotations
 
@@ -48,7 +53,8 @@ from recorder.verify import SegmentMissing, VerificationFailure
 from station.access.accounts import require_role
 from station.app import Station
 from station.db import models as m
-from station.errors import Conflict, InvalidInput, NotFound
+from station.device_lock import DeviceLocked, device_lock
+from station.errors import Conflict, InvalidInput, NotFound, Unavailable
 from station.keeping.retention import active_holds_many, explain_many
 
 log = logging.getLogger(__name__)
@@ -281,6 +287,21 @@ def purge(st: Station, user: m.User, refs: list[str] | None, *, reason: str) -> 
 
 
 def _purge_one(st: Station, user: m.User, rec_id: int, why: str) -> PurgeOutcome:
+    """One recording, under its device's lock (``station.device_lock``): a docking of the same
+    device never runs meanwhile, so it cannot swap a purged file back into the mirror."""
+    with st.db.session() as s:
+        device = s.scalars(select(m.Recording.device_id).where(m.Recording.id == rec_id)).first()
+    if device is None:
+        raise NotFound(f"no recording {rec_id}")
+    try:
+        with device_lock(st.store / "devices" / device):
+            return _purge_locked(st, user, rec_id, why)
+    except DeviceLocked:
+        raise Unavailable(f"recording {rec_id} not purged: its device {device} is docking at this station "
+                          "right now; run the purge again when the docking has finished") from None
+
+
+def _purge_locked(st: Station, user: m.User, rec_id: int, why: str) -> PurgeOutcome:
     now = st.now_ns()
     with st.trail.action("purge", actor=user.username, subject=f"recording:{rec_id}", reason=why) as ch:
         s = ch.session
