@@ -432,3 +432,4 @@ def test_recording_page_timeline_quality_request_and_voice_note(web, browser):
     clip.write_bytes(bytes(data))
     r = fetch(wang, note_url)
     assert r.status == 409 and ("wang", f"recording:{rec.id}") in audit(web, "integrity-alert")
+    assert "voice note notes/VN-1.aac" in r.text() and "segment" not in r.text()     # named by its path

@@ -81,12 +81,15 @@ def integrity_alert(st: Station, username: str, rec: m.Recording, seg: SegmentFi
                     found_size: int | None, during: str) -> EvidenceDamaged:
     """Write an ``integrity-alert`` audit record (``found_sha`` None: the file is gone) and return the
     ``EvidenceDamaged`` for the caller to raise. Every server of original bytes calls it on a mismatch."""
+    # a voice note is checked the same way; it has no segment number (index < 0): named by its path
+    which = f"segment {seg.index}" if seg.index >= 0 else f"voice note {seg.device_path}"
+    where = {"segment": seg.index} if seg.index >= 0 else {"voice_note": seg.device_path}
     st.trail.event("integrity-alert", actor=username, subject=f"recording:{rec.id}",
-                   reason=f"stored original segment {seg.index} is not what the catalogue attests",
-                   during=during, segment=seg.index, path=str(seg.path), expected_sha256=seg.sha256,
+                   reason=f"stored original {which} differs from what was attested",
+                   during=during, **where, path=str(seg.path), expected_sha256=seg.sha256,
                    expected_size=seg.size, found_sha256=found_sha, found_size=found_size)
-    what = "is missing" if found_sha is None else "differs from the catalogue's SHA-256"
-    return EvidenceDamaged(f"recording {rec.id} segment {seg.index} ({seg.path}) {what}: {during} refused, "
+    what = "is missing" if found_sha is None else "differs from its attested SHA-256"
+    return EvidenceDamaged(f"recording {rec.id} {which} ({seg.path}) {what}: {during} refused, "
                            "an integrity alert is in the audit journal; run `station verify --files`")
 
 

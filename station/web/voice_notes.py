@@ -36,7 +36,7 @@ from station.db import models as m
 from station.errors import NotFound
 
 VOICE_NOTE = "voice-note"        # recorder.voice_note.VOICE_NOTE (that module needs PyAV)
-NOTE_INDEX = -1                  # the "segment" number an integrity alert names for a voice note
+NOTE_INDEX = -1                  # not a segment: an integrity alert names the note by its path
 
 
 @dataclass(frozen=True)
