@@ -20,6 +20,7 @@ from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import httpx
+from playwright.sync_api import expect
 from sqlalchemy import select
 
 from station.access.requests import approve, request_access
@@ -343,14 +344,15 @@ def test_the_export_form_is_answered_at_once_and_the_page_follows_the_package_be
         page = sign_in(browser, web, "clerk")
         _submit_export(page, web)
         assert "/exports?job=" in page.url
-        assert "正在生成导出包" in page.inner_text("#export-running")
+        # (expect: the page reloads itself every 2 s, so the check retries across a reload)
+        expect(page.locator("#export-running")).to_contain_text("正在生成导出包")
+        screenshot(page, "casework-export-running")
         with web.st.db.session() as s:
             assert s.scalars(select(m.Export)).first() is None
         chief = sign_in(browser, web, "chief")                 # staff, but not the clerk who started it
         chief.goto(web.base_url + "/exports?job=" + page.url.split("job=", 1)[1])
         assert "没有这个导出任务" in chief.inner_text("#export-error")
         assert chief.locator("#export-running").count() == 0
-        screenshot(page, "casework-export-running")
     finally:
         os.close(fd)
     page.locator("#export-made").wait_for(timeout=60000)
