@@ -4,6 +4,7 @@ The server is the real application under uvicorn with the station's self-signed 
 pinned in the browser by its SPKI hash (no "ignore all certificate errors"). Fed by a real
 docking; the station's clock is the test's, so session expiry is tested without waiting.
 """
+import contextlib
 import ssl
 import subprocess
 import sys
@@ -12,10 +13,11 @@ import time
 import httpx
 from sqlalchemy import select
 
+from recorder import records
 from station.db import models as m
 from station.web.tls import spki_pin
 from tests.station_fixture import PASSWORD, sqlite_station_world  # noqa: F401
-from tests.web_fixture import CHROMIUM, audit, browser, follow, sign_in, web  # noqa: F401
+from tests.web_fixture import CHROMIUM, audit, browser, follow, http_sign_in, sign_in, web  # noqa: F401
 
 
 def test_clerk_signs_in_lists_and_opens_a_recording(web, browser):
@@ -89,6 +91,26 @@ def test_wrong_password_forged_forms_expiry_and_sign_out(web, browser):
     old = {c["name"]: c["value"] for c in page.context.cookies()}.get("station_session")
     assert old is None
     assert ("clerk", "user:clerk") in audit(web, "sign-out")
+
+
+def test_a_changed_password_ends_every_open_session_of_that_account(web):
+    """An administrator resets li's password (it may be known to someone): li's two open sessions
+    end in the same action, another user's does not, and li signs in with the new one."""
+    from station.access.accounts import set_password
+    new = "ein-neues-Passwort-2026"
+    li_desk, li_laptop, wang = (http_sign_in(web, "li"), http_sign_in(web, "li"), http_sign_in(web, "wang"))
+    with contextlib.closing(li_desk), contextlib.closing(li_laptop), contextlib.closing(wang):
+        assert li_desk.get("/").status_code == li_laptop.get("/").status_code == wang.get("/").status_code == 200
+        set_password(web.st, web.user("admin"), "li", new)
+        for c in (li_desk, li_laptop):
+            r = c.get("/")
+            assert r.status_code == 303 and r.headers["location"] == "/login"
+        assert wang.get("/").status_code == 200
+    with web.st.db.session() as s:
+        entry = s.scalars(select(m.AuditEntry).where(m.AuditEntry.type == "user-passwd")).one()
+        assert records.parse_line(entry.line.encode("ascii")).payload["details"]["web_sessions_ended"] == 2
+    with contextlib.closing(http_sign_in(web, "li", new)) as again:
+        assert again.get("/").status_code == 200
 
 
 def test_station_serve_runs_over_https_with_the_init_certificate(sqlite_station_world):

@@ -154,7 +154,9 @@ def _other_active_admins(s: Any, username: str) -> int:
 
 
 def set_password(st: Station, actor: m.User, username: str, new_password: str) -> None:
-    """Change a password: one's own (after signing in with the old one), or anyone's as an admin."""
+    """Change a password: one's own (after signing in with the old one), or anyone's as an admin.
+    Every open web session of the account ends in the same action: a password is changed because
+    the old one may be known, and a session opened with it must not outlive it."""
     if actor.username != username:
         require_role(st, actor, "admin", what=f"set the password of {username}")
     if len(new_password) < MIN_PASSWORD:
@@ -168,6 +170,13 @@ def set_password(st: Station, actor: m.User, username: str, new_password: str) -
             raise InvalidInput("the new password is the old one")
         target.password_hash = _hasher.hash(new_password)
         ch.touch(target)
+        now = st.now_ns()
+        ended = 0
+        for row in ch.session.scalars(select(m.WebSession).where(m.WebSession.username == username,
+                                                                 m.WebSession.ended_ns.is_(None))):
+            row.ended_ns = now
+            ended += 1
+        ch.details["web_sessions_ended"] = ended
 
 
 def set_active(st: Station, actor: m.User, username: str, active: bool, *, reason: str | None = None) -> m.User:
