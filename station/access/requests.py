@@ -167,11 +167,16 @@ def requests(st: Station, user: m.User, *, pending: bool = False, mine: bool = F
         if recording is not None:
             q = q.where(m.AccessRequest.recording == recording)
         rows = s.execute(q.order_by(m.AccessRequest.id.desc())).all()
-    return [{"id": r.id, "recording": r.recording, "recording_name": rec.name, "requester": r.requester,
-             "action": r.action, "reason": r.reason, "requested_ns": r.requested_ns,
-             "status": request_state(r, now), "decided_by": r.decided_by, "decided_ns": r.decided_ns,
-             "note": r.decision_note, "valid_until_ns": r.valid_until_ns, "revoked_by": r.revoked_by,
-             "revoked_ns": r.revoked_ns, "revoke_note": r.revoke_note} for r, rec in rows]
+    return [{**request_dict(r, now), "recording_name": rec.name} for r, rec in rows]
+
+
+def request_dict(r: m.AccessRequest, now_ns: int) -> dict[str, Any]:
+    """One request as the lists, the register and the decision commands show it (state at ``now_ns``)."""
+    return {"id": r.id, "recording": r.recording, "requester": r.requester, "action": r.action,
+            "reason": r.reason, "requested_ns": r.requested_ns, "status": request_state(r, now_ns),
+            "decided_by": r.decided_by, "decided_ns": r.decided_ns, "note": r.decision_note,
+            "valid_until_ns": r.valid_until_ns, "revoked_by": r.revoked_by, "revoked_ns": r.revoked_ns,
+            "revoke_note": r.revoke_note}
 
 
 @dataclass(frozen=True)

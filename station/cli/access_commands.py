@@ -58,12 +58,7 @@ def cmd_decide(args: argparse.Namespace) -> int:
             req = requests.revoke(st, user, args.request_id, args.note)
         else:
             req = requests.refuse(st, user, args.request_id, args.note)
-        data = _request_row({"id": req.id, "recording": req.recording, "requester": req.requester,
-                             "action": req.action, "reason": req.reason, "requested_ns": req.requested_ns,
-                             "status": req.status, "decided_by": req.decided_by, "decided_ns": req.decided_ns,
-                             "note": req.decision_note, "valid_until_ns": req.valid_until_ns,
-                             "revoked_by": req.revoked_by, "revoked_ns": req.revoked_ns,
-                             "revoke_note": req.revoke_note}, st.cfg.timezone)
+        data = _request_row(requests.request_dict(req, st.now_ns()), st.cfg.timezone)
     finally:
         st.close()
     if req.status == "revoked":

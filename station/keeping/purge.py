@@ -172,10 +172,13 @@ def refusal(st: Station, s: Session, rec: m.Recording, now_ns: int) -> str | Non
     return refusals(st, s, [rec], now_ns)[rec.id]
 
 
-def refusals(st: Station, s: Session, recs: list[m.Recording], now_ns: int) -> dict[int, str | None]:
-    """``refusal`` of many recordings, by id, with their holds and fresh retention ends read in a
-    few queries for all of them (``retention.explain_many``)."""
-    holds = active_holds_many(s, [r.id for r in recs])
+def refusals(st: Station, s: Session, recs: list[m.Recording], now_ns: int,
+             holds: dict[int, list[m.Hold]] | None = None) -> dict[int, str | None]:
+    """``refusal`` of many recordings, by id, with their holds (``holds``: already read by the
+    caller, ``retention.active_holds_many``) and fresh retention ends read in a few queries for
+    all of them (``retention.explain_many``)."""
+    if holds is None:
+        holds = active_holds_many(s, [r.id for r in recs])
     fresh = explain_many(st.cfg, s, recs)
     return {rec.id: _refusal(rec, holds[rec.id], fresh[rec.id].end_ns, now_ns) for rec in recs}
 

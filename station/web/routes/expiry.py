@@ -24,6 +24,7 @@ from station.clock import NS_PER_DAY
 from station.db import models as m
 from station.errors import NotAllowed, StationError
 from station.keeping import purge
+from station.keeping.retention import active_holds_many
 from station.web.guard import STAFF, Refused, Web
 
 UPCOMING_DAYS = 30          # the default look-ahead; ?days=N (1..3650) for another
@@ -53,13 +54,12 @@ def expiry_rows(st: Station, days: int) -> dict[str, Any]:
             select(m.Segment.recording, func.sum(m.Segment.size))
             .join(m.Recording, m.Recording.id == m.Segment.recording)
             .where(*window, m.Segment.present.is_(True)).group_by(m.Segment.recording))}
-        held = set(s.scalars(select(m.Hold.recording).join(m.Recording, m.Recording.id == m.Hold.recording)
-                             .where(*window, m.Hold.released_ns.is_(None))))
         q = select(m.Recording).where(*window).order_by(m.Recording.retention_end_ns, m.Recording.id)
         recs = list(s.scalars(q))
+        holds = active_holds_many(s, [r.id for r in recs])
         # past retention: due unless purge.refusals says why not (the test of purge.candidates),
         # judged for all of them in a few queries
-        refused = purge.refusals(st, s, [r for r in recs if (r.retention_end_ns or 0) <= now], now)
+        refused = purge.refusals(st, s, [r for r in recs if (r.retention_end_ns or 0) <= now], now, holds)
         for rec in recs:
             end = rec.retention_end_ns
             assert end is not None                      # the window's condition
@@ -69,7 +69,7 @@ def expiry_rows(st: Station, days: int) -> dict[str, Any]:
             if len(rows[kind]) >= SHOWN:
                 continue
             row = {"id": rec.id, "name": rec.name, "officer": rec.officer_id, "retention_end_ns": rec.retention_end_ns,
-                   "held": rec.id in held}
+                   "held": bool(holds[rec.id])}
             if kind == "due":
                 row["bytes"] = sizes.get(rec.id, 0)
             elif kind == "kept":
